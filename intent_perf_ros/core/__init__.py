@@ -1,0 +1,1 @@
+"""ROS-free algorithms: importable and testable without rclpy (numpy, numba, osqp; torch lazily)."""

@@ -1,0 +1,1 @@
+"""Data sets used for accuracy evaluation and bag generation."""
