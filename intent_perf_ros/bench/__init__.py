@@ -1,0 +1,1 @@
+"""Tools that drive the nodes from outside: demo, benchmarks, evaluations, bags."""

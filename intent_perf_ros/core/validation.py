@@ -1,0 +1,69 @@
+"""Input repair rules shared by the nodes: what is dropped, what is repaired, and how it is counted.
+
+Rules (each applies per human of a TrackedHumans message):
+- non-finite position: the human is dropped (nothing trustworthy is left to predict from);
+- finite position with non-finite velocity: velocity repaired to zero (the predictor's history
+  still carries the motion) and counted as repaired;
+- a repeated id within one message: the later entry wins (a tracker that repeats an id sends its
+  newest estimate last), earlier ones are dropped;
+- more humans than the capacity: the first ``capacity`` (tracker order) are kept, the rest dropped.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def _sanitize(ids, xy, vxy, n, capacity, out):  # pragma: no cover - compiled
+    dropped = 0
+    repaired = 0
+    keep = 0
+    for i in range(n):
+        if not (np.isfinite(xy[i, 0]) and np.isfinite(xy[i, 1])):
+            dropped += 1
+            continue
+        duplicate = False
+        for j in range(i + 1, n):
+            if ids[j] == ids[i] and np.isfinite(xy[j, 0]) and np.isfinite(xy[j, 1]):
+                duplicate = True
+                break
+        if duplicate:
+            dropped += 1
+            continue
+        if keep >= capacity:
+            dropped += 1
+            continue
+        if not (np.isfinite(vxy[i, 0]) and np.isfinite(vxy[i, 1])):
+            vxy[i, 0] = 0.0
+            vxy[i, 1] = 0.0
+            repaired += 1
+        ids[keep] = ids[i]
+        xy[keep, 0] = xy[i, 0]
+        xy[keep, 1] = xy[i, 1]
+        vxy[keep, 0] = vxy[i, 0]
+        vxy[keep, 1] = vxy[i, 1]
+        keep += 1
+    out[0] = keep
+    out[1] = dropped
+    out[2] = repaired
+
+
+class HumanSanitizer:
+    """Applies the rules above in place; the counters array is preallocated and reused."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._out = np.zeros(3, dtype=np.int64)
+
+    def warmup(self) -> None:
+        ids = np.array([1, 1], dtype=np.int64)
+        xy = np.zeros((2, 2))
+        self.apply(ids, xy, xy.copy(), 2)
+
+    def apply(self, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, n: int) -> tuple[int, int, int]:
+        """Compact the valid rows of the first ``n`` to the front; return ``(n_valid, dropped, repaired)``."""
+        _sanitize(ids, xy, vxy, n, self.capacity, self._out)
+        return int(self._out[0]), int(self._out[1]), int(self._out[2])

@@ -1,0 +1,126 @@
+"""belief_node: predictions in, belief over each human's goal and the selected robot behaviour out."""
+from __future__ import annotations
+
+import array
+import math
+import time
+
+import numpy as np
+from rclpy.node import Node
+
+from intent_perf_ros.core.belief.decision import BehaviourSelector, outcome_reward
+from intent_perf_ros.core.belief.tracker import BeliefConfig, BeliefTracker
+from intent_perf_ros.msg import BeliefArray, BeliefState, ControlStatus, IntentPredictionArray
+from intent_perf_ros.nodes.common import CONTROL_QOS, DERIVED_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
+
+PREDICTIONS_TOPIC = "intent/predictions"
+BELIEF_TOPIC = "intent/belief"
+STATUS_TOPIC = "mpc/status"
+
+
+class BeliefNode(Node):
+    """Per-human goal belief (Bayes or particle filter) plus the Bayesian behaviour selection."""
+
+    def __init__(self) -> None:
+        super().__init__("belief_node")
+        goals_x = list(self.declare_parameter("goals_x", [-8.0, 8.0, 8.0, -8.0, 0.0, 0.0]).value)
+        goals_y = list(self.declare_parameter("goals_y", [-8.0, -8.0, 8.0, 8.0, 8.0, -8.0]).value)
+        labels = list(self.declare_parameter("goal_labels", ["sw", "se", "ne", "nw", "n", "s"]).value)
+        if len(goals_x) != len(goals_y) or len(labels) != len(goals_x) or not goals_x:
+            raise ValueError("goals_x, goals_y and goal_labels must be non-empty lists of the same length")
+        mode: str = self.declare_parameter("mode", "bayes").value
+        particles: int = self.declare_parameter("particles", 500).value
+        self.capacity: int = self.declare_parameter("capacity", 64).value
+        track_timeout_s: float = self.declare_parameter("track_timeout_s", 2.0).value
+        method: str = self.declare_parameter("decision_method", "thompson").value
+        decision_period_s: float = self.declare_parameter("decision_period_s", 2.0).value
+        seed: int = self.declare_parameter("seed", 0).value
+        stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+
+        self.tracker = BeliefTracker(BeliefConfig(
+            goals=np.column_stack([goals_x, goals_y]).astype(np.float64), labels=tuple(labels), mode=mode,
+            particles=particles, capacity=self.capacity, track_timeout_s=track_timeout_s, seed=seed))
+        self.tracker.warmup()
+        self.selector = BehaviourSelector(method=method, seed=seed)
+        self._behaviour = self.selector.select()
+        self._progress_start: float | None = None
+        self._latest_status: ControlStatus | None = None
+        self._labels = list(self.tracker.labels)
+        self._goals_x = array.array("d", [*goals_x, math.nan])
+        self._goals_y = array.array("d", [*goals_y, math.nan])
+        self._ids = np.zeros(self.capacity, dtype=np.int64)
+        self._xy = np.zeros((self.capacity, 2))
+        self._vxy = np.zeros((self.capacity, 2))
+        self._pred = np.zeros((self.capacity, 64, 2))
+
+        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
+        self.publisher = self.create_publisher(BeliefArray, BELIEF_TOPIC, DERIVED_QOS)
+        self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.on_predictions, DERIVED_QOS)
+        self.create_subscription(ControlStatus, STATUS_TOPIC, self.on_status, CONTROL_QOS)
+        self.create_timer(decision_period_s, self.decide)
+
+    def on_predictions(self, msg: IntentPredictionArray) -> None:
+        start = time.perf_counter_ns()
+        self.stats.received(PREDICTIONS_TOPIC)
+        n = min(len(msg.predictions), self.capacity)
+        if n < len(msg.predictions):
+            self.stats.dropped += len(msg.predictions) - n
+        steps = min(int(msg.horizon_steps), self._pred.shape[1])
+        for i in range(n):
+            p = msg.predictions[i]
+            self._ids[i] = p.id
+            self._xy[i, 0], self._xy[i, 1], self._vxy[i, 0], self._vxy[i, 1] = p.x, p.y, p.vx, p.vy
+            if len(p.mean_x) >= steps and len(p.mean_y) >= steps:
+                self._pred[i, :steps, 0] = p.mean_x[:steps]
+                self._pred[i, :steps, 1] = p.mean_y[:steps]
+        out = BeliefArray()
+        out.header = msg.header
+        out.goal_labels = self._labels
+        out.goal_x, out.goal_y = self._goals_x, self._goals_y
+        if n:
+            result = self.tracker.update(stamp_to_s(msg.header.stamp), self._ids[:n], self._xy[:n], self._vxy[:n],
+                                         self._pred[:n, :steps] if steps else None, float(msg.step_dt))
+            out.beliefs = [self._belief_state(result, i) for i in range(n)]
+        _, out.behaviour, out.behaviour_score, out.exploration_bonus = self._behaviour
+        self.publisher.publish(out)
+        self.stats.sent(BELIEF_TOPIC, stamp_to_ns(msg.header.stamp))
+        self.stats.callback_done(start)
+
+    def _belief_state(self, result, i: int) -> BeliefState:
+        state = BeliefState()
+        state.id = int(self._ids[i])
+        state.probabilities = array.array("d", result.probabilities[i].tobytes())
+        state.entropy = float(result.entropy[i])
+        state.effective_sample_size = float(result.ess[i])
+        state.most_likely_goal = int(result.most_likely[i])
+        return state
+
+    def on_status(self, msg: ControlStatus) -> None:
+        self._latest_status = msg
+        if self._progress_start is None and math.isfinite(msg.goal_distance):
+            self._progress_start = msg.goal_distance
+
+    def decide(self) -> None:
+        """Score the behaviour of the period that ended (progress and clearance), then choose anew."""
+        status = self._latest_status
+        if status is None or self._progress_start is None or not math.isfinite(status.goal_distance):
+            return
+        clearance = status.min_predicted_clearance if math.isfinite(status.min_predicted_clearance) else 10.0
+        reward = outcome_reward(progress_m=self._progress_start - status.goal_distance, clearance_m=clearance,
+                                human_deviation_m=0.0)
+        self.selector.update(self._behaviour[0], reward)
+        self._behaviour = self.selector.select()
+        self._progress_start = status.goal_distance
+
+    def _extra_stats(self) -> dict[str, str]:
+        extra = {f"belief.{k}": str(v) for k, v in self.tracker.stats().items()}
+        extra["behaviour"] = self._behaviour[1]
+        return extra
+
+
+def main(args: list[str] | None = None) -> None:
+    raise SystemExit(run(BeliefNode, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Plumbing shared by the four nodes: QoS profiles, stamps, statistics publishing, spinning."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import rclpy
+from diagnostic_msgs.msg import KeyValue
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.experimental import EventsExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from intent_perf_ros.core.stats import LatencyWindow, ProcessSampler
+from intent_perf_ros.msg import NodeStats
+
+# Tracker input and odometry: sensor-data style. A late sample is worth less than the next one,
+# so best effort with a short queue (compatible with reliable publishers too).
+SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=10,
+                        durability=DurabilityPolicy.VOLATILE)
+# Derived data between our nodes (predictions, beliefs): every message matters to the stage after
+# it and to the loss accounting, so reliable, with a queue that absorbs a burst of a few cycles.
+DERIVED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+# Commands: reliable and shallow - a queued old command is worse than none.
+COMMAND_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+# Goals, statistics and diagnostics: reliable, low rate.
+CONTROL_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+
+STATS_TOPIC = "intent_perf/node_stats"
+
+
+def stamp_to_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def stamp_to_s(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def wall_ns() -> int:
+    """The clock stamps are compared against (system time, as rclpy's default clock)."""
+    return time.time_ns()
+
+
+class NodeStatistics:
+    """Counts and latency windows of one node, published as NodeStats every ``period_s``.
+
+    Callback latency is measured around the node's own work; end-to-end latency is the time from
+    the originating observation's stamp to this node's output (valid on one clock, i.e. one machine
+    or synchronised clocks).
+    """
+
+    def __init__(self, node: Node, period_s: float, extra: Callable[[], dict[str, str]] | None = None) -> None:
+        self._node = node
+        self._extra = extra
+        self.callback_ms = LatencyWindow()
+        self.e2e_ms = LatencyWindow()
+        self.msgs_in = self.msgs_out = self.dropped = self.repaired = self.errors = 0
+        self.topic_in: dict[str, int] = {}
+        self.topic_out: dict[str, int] = {}
+        self._sampler = ProcessSampler()
+        self._last_publish = time.monotonic()
+        self._last_in = self._last_out = 0
+        self._publisher = node.create_publisher(NodeStats, STATS_TOPIC, CONTROL_QOS)
+        self._timer = node.create_timer(period_s, self.publish)
+
+    def received(self, topic: str) -> None:
+        self.msgs_in += 1
+        self.topic_in[topic] = self.topic_in.get(topic, 0) + 1
+
+    def sent(self, topic: str, stamp_ns: int | None = None) -> None:
+        self.msgs_out += 1
+        self.topic_out[topic] = self.topic_out.get(topic, 0) + 1
+        if stamp_ns is not None:
+            self.e2e_ms.add((wall_ns() - stamp_ns) * 1e-6)
+
+    def callback_done(self, start_ns: int) -> None:
+        self.callback_ms.add((time.perf_counter_ns() - start_ns) * 1e-6)
+
+    def publish(self) -> None:
+        now = time.monotonic()
+        elapsed = max(now - self._last_publish, 1e-9)
+        msg = NodeStats()
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        msg.node_name = self._node.get_name()
+        msg.window_s = elapsed
+        (msg.callback_p50_ms, msg.callback_p95_ms, msg.callback_p99_ms,
+         msg.callback_max_ms) = (float(v) for v in self.callback_ms.percentiles())
+        msg.e2e_p50_ms, msg.e2e_p95_ms, msg.e2e_p99_ms, msg.e2e_max_ms = (float(v) for v in self.e2e_ms.percentiles())
+        msg.msgs_in, msg.msgs_out = self.msgs_in, self.msgs_out
+        msg.dropped, msg.repaired, msg.errors = self.dropped, self.repaired, self.errors
+        msg.rate_in_hz = (self.msgs_in - self._last_in) / elapsed
+        msg.rate_out_hz = (self.msgs_out - self._last_out) / elapsed
+        msg.rss_mb, msg.cpu_percent = self._sampler.sample()
+        extra = {f"msgs_in.{t}": str(c) for t, c in self.topic_in.items()}
+        extra.update({f"msgs_out.{t}": str(c) for t, c in self.topic_out.items()})
+        if self._extra is not None:
+            extra.update(self._extra())
+        msg.extra = [KeyValue(key=k, value=v) for k, v in extra.items()]
+        self._publisher.publish(msg)
+        self._last_publish, self._last_in, self._last_out = now, self.msgs_in, self.msgs_out
+
+
+def run(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """``main()`` of every node: init, spin until SIGINT/SIGTERM, clean shutdown, exit code 0.
+
+    The EventsExecutor halves the per-message overhead of the SingleThreadedExecutor; its
+    ``spin()`` can ignore shutdown, so it is driven with ``spin_once`` (a ``use_events_executor``
+    parameter of false selects the SingleThreadedExecutor).
+    """
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_factory()
+        use_events = node.declare_parameter("use_events_executor", True).value
+        executor = EventsExecutor() if use_events else SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,135 @@
+"""gp_inference_node: tracked humans in, GP trajectory predictions (mean and variance) out."""
+from __future__ import annotations
+
+import array
+import time
+
+import numpy as np
+from rclpy.node import Node
+
+from intent_perf_ros.core.gp.predictor import PredictorConfig, default_predictor
+from intent_perf_ros.core.tracks import TrackHistory
+from intent_perf_ros.core.validation import HumanSanitizer
+from intent_perf_ros.msg import IntentPrediction, IntentPredictionArray, TrackedHumans
+from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
+
+HUMANS_TOPIC = "humans/tracked"
+PREDICTIONS_TOPIC = "intent/predictions"
+
+
+class GpInferenceNode(Node):
+    """Keeps a short history per tracked human and predicts everyone's future in one batched call."""
+
+    def __init__(self) -> None:
+        super().__init__("gp_inference_node")
+        self.frame_id: str = self.declare_parameter("frame_id", "map").value
+        self.max_humans: int = self.declare_parameter("max_humans", 64).value
+        self.max_message_humans: int = self.declare_parameter("max_message_humans", 256).value
+        obs_steps: int = self.declare_parameter("obs_steps", 8).value
+        pred_steps: int = self.declare_parameter("pred_steps", 12).value
+        self.step_dt: float = self.declare_parameter("step_dt", 0.4).value
+        backend: str = self.declare_parameter("backend", "auto").value
+        cache_dir: str = self.declare_parameter("model_cache_dir", "").value
+        track_timeout_s: float = self.declare_parameter("track_timeout_s", 2.0).value
+        self.online_learning: bool = self.declare_parameter("online_learning", True).value
+        learn_period_s: float = self.declare_parameter("learn_period_s", 2.0).value
+        stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+
+        config = PredictorConfig(obs_steps=obs_steps, pred_steps=pred_steps, step_dt=self.step_dt,
+                                 backend=backend, max_humans=self.max_humans)
+        # Model load or fit, numba compilation and buffer allocation all happen here, not in a callback.
+        self.predictor = default_predictor(config, cache_dir or None)
+        self.predictor.warmup()
+        self.tracks = TrackHistory(capacity=self.max_humans, obs_steps=obs_steps, step_dt=self.step_dt,
+                                   window=obs_steps + pred_steps, timeout_s=track_timeout_s)
+        self.tracks.warmup()
+        self.sanitizer = HumanSanitizer(self.max_humans)
+        self.sanitizer.warmup()
+        m = self.max_message_humans
+        self._ids = np.zeros(m, dtype=np.int64)
+        self._xy = np.zeros((m, 2))
+        self._vxy = np.zeros((m, 2))
+        self._history = np.zeros((self.max_humans, obs_steps, 2))
+        self._mean = np.zeros((self.max_humans, pred_steps, 2))
+        self._var = np.zeros((self.max_humans, pred_steps, 2))
+        self._pred_steps = pred_steps
+        self._windows_learned = 0
+
+        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
+        self.publisher = self.create_publisher(IntentPredictionArray, PREDICTIONS_TOPIC, DERIVED_QOS)
+        self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.on_humans, SENSOR_QOS)
+        if self.online_learning:
+            self.create_timer(learn_period_s, self.learn)
+        self.get_logger().info(f"ready: {self.predictor.stats()}")
+
+    def on_humans(self, msg: TrackedHumans) -> None:
+        start = time.perf_counter_ns()
+        self.stats.received(HUMANS_TOPIC)
+        if msg.header.frame_id != self.frame_id:
+            self.stats.dropped += 1
+            self.get_logger().warning(
+                f"dropping TrackedHumans in frame '{msg.header.frame_id}': expected '{self.frame_id}'",
+                throttle_duration_sec=5.0)
+            return
+        humans = msg.humans
+        n = min(len(humans), self.max_message_humans)
+        for i in range(n):
+            h = humans[i]
+            self._ids[i] = h.id
+            self._xy[i, 0], self._xy[i, 1], self._vxy[i, 0], self._vxy[i, 1] = h.x, h.y, h.vx, h.vy
+        n, dropped, repaired = self.sanitizer.apply(self._ids, self._xy, self._vxy, n)
+        dropped += len(humans) - min(len(humans), self.max_message_humans)
+        if dropped or repaired:
+            self.stats.dropped += dropped
+            self.stats.repaired += repaired
+            self.get_logger().warning(
+                f"bad humans in input: {dropped} dropped, {repaired} repaired (non-finite values, duplicate ids "
+                f"or more than {self.max_humans})", throttle_duration_sec=5.0)
+        if n:
+            self.tracks.observe(stamp_to_s(msg.header.stamp), self._ids, self._xy, n)
+            self.tracks.history(self._vxy, n, self._history)
+            self.predictor.predict(self._history[:n], self._mean[:n], self._var[:n])
+        self.publisher.publish(self._to_message(msg.header, n))
+        self.stats.sent(PREDICTIONS_TOPIC, stamp_to_ns(msg.header.stamp))
+        self.stats.callback_done(start)
+
+    def _to_message(self, header, n: int) -> IntentPredictionArray:
+        out = IntentPredictionArray()
+        out.header = header
+        out.step_dt = self.step_dt
+        out.horizon_steps = self._pred_steps
+        predictions = []
+        for i in range(n):
+            p = IntentPrediction()
+            p.id = int(self._ids[i])
+            p.x, p.y = float(self._xy[i, 0]), float(self._xy[i, 1])
+            p.vx, p.vy = float(self._vxy[i, 0]), float(self._vxy[i, 1])
+            p.mean_x = array.array("d", self._mean[i, :, 0].tobytes())
+            p.mean_y = array.array("d", self._mean[i, :, 1].tobytes())
+            p.var_x = array.array("d", self._var[i, :, 0].tobytes())
+            p.var_y = array.array("d", self._var[i, :, 1].tobytes())
+            predictions.append(p)
+        out.predictions = predictions
+        return out
+
+    def learn(self) -> None:
+        """Online learning from windows completed since the last call (timer, off the prediction path)."""
+        windows = self.tracks.take_windows()
+        if len(windows):
+            self.predictor.add_windows(windows)
+            self._windows_learned += len(windows)
+
+    def _extra_stats(self) -> dict[str, str]:
+        extra = {f"gp.{k}": str(v) for k, v in self.predictor.stats().items()}
+        extra.update({"tracks_active": str(len(self.tracks)), "tracks_evicted": str(self.tracks.evictions),
+                      "tracks_out_of_order": str(self.tracks.out_of_order),
+                      "windows_learned": str(self._windows_learned)})
+        return extra
+
+
+def main(args: list[str] | None = None) -> None:
+    raise SystemExit(run(GpInferenceNode, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""mpc_node: odometry, goal, predictions and beliefs in; velocity command and solver status out.
+
+The controller runs once per predictions message (so each command carries the stamp of the
+observation it answers) and, from a timer, whenever predictions are late: then the stale-input
+watchdog slows the robot down and stops it.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+
+from intent_perf_ros.core.mpc.controller import MPCConfig, MPCController
+from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
+from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray
+from intent_perf_ros.nodes.common import (COMMAND_QOS, CONTROL_QOS, DERIVED_QOS, SENSOR_QOS, NodeStatistics, run,
+                                          stamp_to_ns)
+
+ODOM_TOPIC = "odom"
+GOAL_TOPIC = "goal_pose"
+PREDICTIONS_TOPIC = "intent/predictions"
+BELIEF_TOPIC = "intent/belief"
+CMD_TOPIC = "cmd_vel"
+STATUS_TOPIC = "mpc/status"
+
+
+def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+class MpcNode(Node):
+    """Human-aware MPC around ``core.mpc``; parameters are read once at start-up."""
+
+    def __init__(self) -> None:
+        super().__init__("mpc_node")
+        self.frame_id: str = self.declare_parameter("frame_id", "map").value
+        self.base_frame_id: str = self.declare_parameter("base_frame_id", "base_link").value
+        self.max_humans: int = self.declare_parameter("max_humans", 32).value
+        self.top_k: int = self.declare_parameter("hypotheses_per_human", 2).value
+        self.control_period_s: float = self.declare_parameter("control_period_s", 0.1).value
+        self.stale_after_s: float = self.declare_parameter("predictions_late_after_s", 0.25).value
+        goal = list(self.declare_parameter("initial_goal", [0.0, 0.0, 0.0]).value)  # x, y, use (0/1)
+        stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+        config = MPCConfig(
+            horizon=self.declare_parameter("horizon", 20).value,
+            dt=self.declare_parameter("dt", 0.1).value,
+            v_max=self.declare_parameter("v_max", 1.0).value,
+            omega_max=self.declare_parameter("omega_max", 1.5).value,
+            a_max=self.declare_parameter("a_max", 1.0).value,
+            safety_radius=self.declare_parameter("safety_radius", 0.6).value,
+            confidence=self.declare_parameter("confidence", 0.95).value,
+            time_limit_s=self.declare_parameter("time_limit_s", 0.005).value,
+            max_iter=self.declare_parameter("max_iter", 200).value,
+            max_humans=self.max_humans * self.top_k,
+            hypotheses_per_human=self.top_k,
+        )
+        self.controller = MPCController(config)
+        self.controller.warmup()
+
+        self._state = np.zeros(5)  # x, y, theta, v, omega
+        self._odom_time: float | None = None
+        self._odom_stamp_ns = 0
+        self._goal = np.array(goal[:2], dtype=np.float64)
+        self._has_goal = len(goal) > 2 and goal[2] > 0.5
+        self._last_predictions = -math.inf
+        self._belief_of: dict[int, np.ndarray] = {}
+        self._goals = np.zeros((0, 2))
+        cap = self.max_humans
+        self._pred_mean = np.zeros((cap, 64, 2))
+        self._pred_var = np.zeros((cap, 64, 2))
+        self._xy = np.zeros((cap, 2))
+        self._vxy = np.zeros((cap, 2))
+        self._probs = np.zeros((cap, 64))
+        self._hyp_mean = np.zeros((cap * self.top_k, 64, 2))
+        self._hyp_var = np.zeros((cap * self.top_k, 64, 2))
+        self._no_humans = np.zeros((0, 1, 2))
+
+        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
+        self.cmd_publisher = self.create_publisher(TwistStamped, CMD_TOPIC, COMMAND_QOS)
+        self.status_publisher = self.create_publisher(ControlStatus, STATUS_TOPIC, CONTROL_QOS)
+        self.create_subscription(Odometry, ODOM_TOPIC, self.on_odom, SENSOR_QOS)
+        self.create_subscription(PoseStamped, GOAL_TOPIC, self.on_goal, CONTROL_QOS)
+        self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.on_predictions, DERIVED_QOS)
+        self.create_subscription(BeliefArray, BELIEF_TOPIC, self.on_belief, DERIVED_QOS)
+        self.create_timer(self.control_period_s, self.on_timer)
+
+    def on_odom(self, msg: Odometry) -> None:
+        self.stats.received(ODOM_TOPIC)
+        p, q, t = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
+        values = (p.x, p.y, q.x, q.y, q.z, q.w, t.linear.x, t.angular.z)
+        if not all(math.isfinite(v) for v in values):
+            self.stats.dropped += 1
+            self.get_logger().warning("dropping odometry with non-finite pose or twist", throttle_duration_sec=5.0)
+            return
+        self._state[:] = (p.x, p.y, yaw_from_quaternion(q.x, q.y, q.z, q.w), t.linear.x, t.angular.z)
+        self._odom_time = time.monotonic()
+        self._odom_stamp_ns = stamp_to_ns(msg.header.stamp)
+
+    def on_goal(self, msg: PoseStamped) -> None:
+        self.stats.received(GOAL_TOPIC)
+        x, y = msg.pose.position.x, msg.pose.position.y
+        if msg.header.frame_id != self.frame_id or not (math.isfinite(x) and math.isfinite(y)):
+            self.stats.dropped += 1
+            self.get_logger().warning(
+                f"dropping goal in frame '{msg.header.frame_id}' (expected '{self.frame_id}') or non-finite",
+                throttle_duration_sec=5.0)
+            return
+        self._goal[:] = (x, y)
+        self._has_goal = True
+
+    def on_belief(self, msg: BeliefArray) -> None:
+        self.stats.received(BELIEF_TOPIC)
+        k = len(msg.goal_x) - 1  # the last hypothesis is "wandering" and has no position
+        if self._goals.shape[0] != k:
+            self._goals = np.zeros((k, 2))
+        self._goals[:, 0] = msg.goal_x[:k]
+        self._goals[:, 1] = msg.goal_y[:k]
+        self._belief_of = {b.id: np.frombuffer(b.probabilities, dtype=np.float64) for b in msg.beliefs
+                           if len(b.probabilities) == k + 1}
+
+    def on_predictions(self, msg: IntentPredictionArray) -> None:
+        start = time.perf_counter_ns()
+        self.stats.received(PREDICTIONS_TOPIC)
+        self._last_predictions = time.monotonic()
+        steps = min(int(msg.horizon_steps), self._pred_mean.shape[1])
+        n = 0
+        use_belief = self._goals.shape[0] > 0
+        for p in msg.predictions:
+            if n == self.max_humans:
+                self.stats.dropped += 1
+                continue
+            if len(p.mean_x) < steps or len(p.var_x) < steps:
+                self.stats.dropped += 1
+                continue
+            self._pred_mean[n, :steps, 0] = p.mean_x[:steps]
+            self._pred_mean[n, :steps, 1] = p.mean_y[:steps]
+            self._pred_var[n, :steps, 0] = p.var_x[:steps]
+            self._pred_var[n, :steps, 1] = p.var_y[:steps]
+            self._xy[n] = (p.x, p.y)
+            self._vxy[n] = (p.vx, p.vy)
+            probs = self._belief_of.get(p.id)
+            if use_belief:
+                k1 = self._goals.shape[0] + 1
+                if probs is not None and probs.shape[0] == k1:
+                    self._probs[n, :k1] = probs
+                else:  # no belief yet for this human: uniform over the goals and "wandering"
+                    self._probs[n, :k1] = 1.0 / k1
+            n += 1
+        if steps == 0:
+            n = 0
+        count = self._expand(n, steps, float(msg.step_dt), use_belief)
+        self._control(stamp_to_ns(msg.header.stamp), self._hyp_mean[:count, :max(steps, 1)],
+                      self._hyp_var[:count, :max(steps, 1)], float(msg.step_dt) or 0.4, 0.0)
+        self.stats.callback_done(start)
+
+    def _expand(self, n: int, steps: int, pred_dt: float, use_belief: bool) -> int:
+        if n == 0:
+            return 0
+        k1 = self._goals.shape[0] + 1
+        return expand_hypotheses(self._pred_mean[:n, :steps], self._pred_var[:n, :steps], self._xy[:n],
+                                 self._vxy[:n], self._goals, self._probs[:n, :k1] if use_belief else None,
+                                 self.top_k, pred_dt, self._hyp_mean[:, :steps], self._hyp_var[:, :steps])
+
+    def on_timer(self) -> None:
+        """Watchdog: without fresh predictions the controller still runs, slowing down and stopping."""
+        age = time.monotonic() - self._last_predictions
+        if age > self.stale_after_s:
+            self._control(self._odom_stamp_ns, self._no_humans, self._no_humans, 0.4, age)
+
+    def _control(self, stamp_ns: int, mean: np.ndarray, var: np.ndarray, pred_dt: float, input_age_s: float) -> None:
+        odom_age = math.inf if self._odom_time is None else time.monotonic() - self._odom_time
+        result = self.controller.step(self._state, self._goal if self._has_goal else None, mean, var, pred_dt,
+                                      input_age_s=max(input_age_s, odom_age))
+        cmd = TwistStamped()
+        cmd.header.stamp.sec, cmd.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        cmd.header.frame_id = self.base_frame_id
+        cmd.twist.linear.x = float(result.v)
+        cmd.twist.angular.z = float(result.omega)
+        self.cmd_publisher.publish(cmd)
+        self.stats.sent(CMD_TOPIC, stamp_ns)
+        status = ControlStatus()
+        status.header = cmd.header
+        status.header.frame_id = self.frame_id
+        status.mode = int(result.mode)
+        status.solver_status = result.solver_status
+        status.iterations = int(result.iterations)
+        status.solve_time_ms = float(result.solve_time_ms)
+        status.min_predicted_clearance = float(result.min_clearance)
+        status.goal_distance = float(result.goal_distance)
+        status.humans_considered = int(result.humans_considered)
+        self.status_publisher.publish(status)
+        self.stats.sent(STATUS_TOPIC)
+
+    def _extra_stats(self) -> dict[str, str]:
+        return {f"mpc.{k}": str(v) for k, v in self.controller.stats().items()}
+
+
+def main(args: list[str] | None = None) -> None:
+    raise SystemExit(run(MpcNode, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Start the four node executables as processes with one parameters file, and stop them cleanly.
+
+The stand-in for ``ros2 launch`` where launch is not installed (``intent-perf up``, the demo,
+benchmarks and system tests): same executables, same parameters file, signals forwarded,
+optional respawn of a crashed node (as the launch file's ``respawn``).
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NODES: tuple[str, ...] = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
+
+
+def default_params_file() -> Path:
+    """``config/intent_perf.yaml`` of the source tree, else of the installed share directory."""
+    source = Path(__file__).resolve().parent.parent / "config" / "intent_perf.yaml"
+    if source.exists():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("intent_perf_ros")) / "config" / "intent_perf.yaml"
+
+
+class NodeProcesses:
+    """The node processes of one stack; ``respawn`` restarts a node that exits while running."""
+
+    def __init__(self, params_file: Path | str | None = None, nodes: tuple[str, ...] = NODES, respawn: bool = False,
+                 log_dir: Path | str | None = None, ros_args: dict[str, list[str]] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        unknown = set(nodes) - set(NODES)
+        if unknown:
+            raise ValueError(f"unknown nodes {sorted(unknown)}; choose from {', '.join(NODES)}")
+        self.params_file = Path(params_file) if params_file else default_params_file()
+        self.nodes = nodes
+        self.respawn = respawn
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.ros_args = ros_args or {}
+        self.env = env
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, int] = dict.fromkeys(nodes, 0)
+        self._logs: list = []
+
+    def command(self, node: str) -> list[str]:
+        return [sys.executable, "-m", f"intent_perf_ros.nodes.{node}", "--ros-args",
+                "--params-file", str(self.params_file), *self.ros_args.get(node, [])]
+
+    def start(self) -> None:
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            self._spawn(node)
+
+    def _spawn(self, node: str) -> None:
+        output = None
+        if self.log_dir:
+            output = open(self.log_dir / f"{node}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(output)
+        # A session of its own: a terminal's Ctrl-C reaches us, and we decide what the nodes get.
+        self.processes[node] = subprocess.Popen(self.command(node), stdout=output, stderr=subprocess.STDOUT
+                                                if output else None, env=self.env, start_new_session=True)
+
+    def poll(self) -> dict[str, int]:
+        """Exit codes of nodes that have exited; respawns them when ``respawn`` is set."""
+        exited = {}
+        for node, process in list(self.processes.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            exited[node] = code
+            if self.respawn:
+                self.restarts[node] += 1
+                self._spawn(node)
+        return exited
+
+    def pids(self) -> dict[str, int]:
+        return {node: p.pid for node, p in self.processes.items()}
+
+    def kill(self, node: str, sig: int = signal.SIGKILL) -> None:
+        self.processes[node].send_signal(sig)
+
+    def stop(self, timeout_s: float = 10.0, sig: int = signal.SIGINT) -> dict[str, int]:
+        """Signal every node, wait up to ``timeout_s``, SIGKILL what is left; return the exit codes."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(sig)
+        deadline = time.monotonic() + timeout_s
+        codes = {}
+        for node, process in self.processes.items():
+            try:
+                codes[node] = process.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[node] = process.wait()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        return codes
+
+    def __enter__(self) -> NodeProcesses:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def up(params_file: str | None, respawn: bool, nodes: tuple[str, ...] = NODES) -> int:
+    """``intent-perf up``: run the stack until SIGINT/SIGTERM, then stop it; exit 0 if all nodes did."""
+    stack = NodeProcesses(params_file, nodes=nodes, respawn=respawn)
+    stopping = []
+
+    def request_stop(signum, _frame) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    stack.start()
+    print(f"intent-perf up: {', '.join(f'{n} (pid {p})' for n, p in stack.pids().items())}; Ctrl-C stops",
+          flush=True)
+    failed = False
+    while not stopping:
+        for node, code in stack.poll().items():
+            print(f"intent-perf up: {node} exited with {code}" + (", respawned" if respawn else ""), flush=True)
+            failed = failed or not respawn
+        if failed:
+            break
+        time.sleep(0.2)
+    codes = stack.stop(sig=stopping[0] if stopping else signal.SIGINT)
+    print(f"intent-perf up: stopped, exit codes {codes}", flush=True)
+    return 0 if not failed and all(c == 0 for c in codes.values()) else 1
