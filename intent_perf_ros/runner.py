@@ -9,10 +9,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 NODES: tuple[str, ...] = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
+SHARDED: tuple[str, ...] = ("gp_inference_node", "belief_node")
 
 
 def default_params_file() -> Path:
@@ -25,27 +29,59 @@ def default_params_file() -> Path:
     return Path(get_package_share_directory("intent_perf_ros")) / "config" / "intent_perf.yaml"
 
 
+def sharded_params(params_file: Path, shards: int, directory: Path) -> Path:
+    """A copy of the parameters file with a section per shard process (``gp_inference_node_1``, ...).
+
+    Parameter files match node names exactly (no partial wildcards), so each renamed shard needs its
+    own section: the base node's parameters plus ``shard_index`` and ``shard_count``.
+    """
+    params = yaml.safe_load(params_file.read_text()) or {}
+    for node in SHARDED:
+        base = params.get(node, {}).get("ros__parameters", {})
+        for index in range(shards):
+            params[f"{node}_{index}"] = {"ros__parameters": {**base, "shard_index": index, "shard_count": shards}}
+    out = directory / f"params_{shards}_shards.yaml"
+    out.write_text(yaml.safe_dump(params))
+    return out
+
+
 class NodeProcesses:
-    """The node processes of one stack; ``respawn`` restarts a node that exits while running."""
+    """The node processes of one stack; ``respawn`` restarts a node that exits while running.
+
+    With ``shards`` > 1 the GP and belief nodes run as that many processes each, named
+    ``<node>_<index>``; every other node runs once.
+    """
 
     def __init__(self, params_file: Path | str | None = None, nodes: tuple[str, ...] = NODES, respawn: bool = False,
                  log_dir: Path | str | None = None, ros_args: dict[str, list[str]] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, shards: int = 1) -> None:
         unknown = set(nodes) - set(NODES)
         if unknown:
             raise ValueError(f"unknown nodes {sorted(unknown)}; choose from {', '.join(NODES)}")
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
         self.params_file = Path(params_file) if params_file else default_params_file()
-        self.nodes = nodes
+        self._scratch = None
+        if shards > 1:
+            self._scratch = tempfile.TemporaryDirectory(prefix="intent_perf_shards_")
+            self.params_file = sharded_params(self.params_file, shards, Path(self._scratch.name))
+        # process name -> node executable
+        self.node_of = {name: node for node in nodes
+                        for name in ([f"{node}_{i}" for i in range(shards)] if shards > 1 and node in SHARDED
+                                     else [node])}
+        self.nodes = tuple(self.node_of)
         self.respawn = respawn
         self.log_dir = Path(log_dir) if log_dir else None
         self.ros_args = ros_args or {}
         self.env = env
         self.processes: dict[str, subprocess.Popen] = {}
-        self.restarts: dict[str, int] = dict.fromkeys(nodes, 0)
+        self.restarts: dict[str, int] = dict.fromkeys(self.nodes, 0)
         self._logs: list = []
 
-    def command(self, node: str) -> list[str]:
-        return [sys.executable, "-m", f"intent_perf_ros.nodes.{node}", "--ros-args",
+    def command(self, name: str) -> list[str]:
+        node = self.node_of[name]
+        rename = ["-r", f"__node:={name}"] if name != node else []
+        return [sys.executable, "-m", f"intent_perf_ros.nodes.{node}", "--ros-args", *rename,
                 "--params-file", str(self.params_file), *self.ros_args.get(node, [])]
 
     def start(self) -> None:
@@ -98,6 +134,9 @@ class NodeProcesses:
         for log in self._logs:
             log.close()
         self._logs.clear()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
         return codes
 
     def __enter__(self) -> NodeProcesses:
@@ -108,9 +147,9 @@ class NodeProcesses:
         self.stop()
 
 
-def up(params_file: str | None, respawn: bool, nodes: tuple[str, ...] = NODES) -> int:
+def up(params_file: str | None, respawn: bool, nodes: tuple[str, ...] = NODES, shards: int = 1) -> int:
     """``intent-perf up``: run the stack until SIGINT/SIGTERM, then stop it; exit 0 if all nodes did."""
-    stack = NodeProcesses(params_file, nodes=nodes, respawn=respawn)
+    stack = NodeProcesses(params_file, nodes=nodes, respawn=respawn, shards=shards)
     stopping = []
 
     def request_stop(signum, _frame) -> None:

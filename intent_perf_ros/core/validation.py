@@ -7,19 +7,25 @@ Rules (each applies per human of a TrackedHumans message):
 - a repeated id within one message: the later entry wins (a tracker that repeats an id sends its
   newest estimate last), earlier ones are dropped;
 - more humans than the capacity: the first ``capacity`` (tracker order) are kept, the rest dropped.
+
+Humans that belong to another shard (``core.sharding``) are skipped without being counted.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
+from intent_perf_ros.core.sharding import shard_of
+
 
 @numba.njit(cache=True)
-def _sanitize(ids, xy, vxy, n, capacity, out):  # pragma: no cover - compiled
+def _sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, out):  # pragma: no cover - compiled
     dropped = 0
     repaired = 0
     keep = 0
     for i in range(n):
+        if shard_count > 1 and shard_of(ids[i], shard_count) != shard_index:
+            continue
         if not (np.isfinite(xy[i, 0]) and np.isfinite(xy[i, 1])):
             dropped += 1
             continue
@@ -52,10 +58,13 @@ def _sanitize(ids, xy, vxy, n, capacity, out):  # pragma: no cover - compiled
 class HumanSanitizer:
     """Applies the rules above in place; the counters array is preallocated and reused."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, shard_index: int = 0, shard_count: int = 1) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if not 0 <= shard_index < max(shard_count, 1):
+            raise ValueError(f"need 0 <= shard_index ({shard_index}) < shard_count ({shard_count})")
         self.capacity = capacity
+        self.shard_index, self.shard_count = shard_index, max(shard_count, 1)
         self._out = np.zeros(3, dtype=np.int64)
 
     def warmup(self) -> None:
@@ -65,5 +74,5 @@ class HumanSanitizer:
 
     def apply(self, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, n: int) -> tuple[int, int, int]:
         """Compact the valid rows of the first ``n`` to the front; return ``(n_valid, dropped, repaired)``."""
-        _sanitize(ids, xy, vxy, n, self.capacity, self._out)
+        _sanitize(ids, xy, vxy, n, self.capacity, self.shard_index, self.shard_count, self._out)
         return int(self._out[0]), int(self._out[1]), int(self._out[2])

@@ -36,6 +36,9 @@ class BeliefNode(Node):
         decision_period_s: float = self.declare_parameter("decision_period_s", 2.0).value
         seed: int = self.declare_parameter("seed", 0).value
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+        # Sharding: belief shard i follows the humans of prediction shard i (the same id hash).
+        self.shard_index: int = self.declare_parameter("shard_index", 0).value
+        self.shard_count: int = self.declare_parameter("shard_count", 1).value
 
         self.tracker = BeliefTracker(BeliefConfig(
             goals=np.column_stack([goals_x, goals_y]).astype(np.float64), labels=tuple(labels), mode=mode,
@@ -55,12 +58,15 @@ class BeliefNode(Node):
 
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
         self.publisher = self.create_publisher(BeliefArray, BELIEF_TOPIC, DERIVED_QOS)
-        self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.on_predictions, DERIVED_QOS)
-        self.create_subscription(ControlStatus, STATUS_TOPIC, self.on_status, CONTROL_QOS)
+        self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.stats.guarded(self.on_predictions),
+                                 DERIVED_QOS)
+        self.create_subscription(ControlStatus, STATUS_TOPIC, self.stats.guarded(self.on_status), CONTROL_QOS)
         self.create_timer(decision_period_s, self.decide)
 
     def on_predictions(self, msg: IntentPredictionArray) -> None:
         start = time.perf_counter_ns()
+        if max(msg.shard_count, 1) != self.shard_count or msg.shard_index != self.shard_index % self.shard_count:
+            return  # another shard's humans (or a stack configured with other shards)
         self.stats.received(PREDICTIONS_TOPIC)
         n = min(len(msg.predictions), self.capacity)
         if n < len(msg.predictions):

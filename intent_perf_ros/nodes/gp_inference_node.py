@@ -34,6 +34,9 @@ class GpInferenceNode(Node):
         self.online_learning: bool = self.declare_parameter("online_learning", True).value
         learn_period_s: float = self.declare_parameter("learn_period_s", 2.0).value
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+        # Sharding: this process predicts only the humans whose id hashes to shard_index (core.sharding).
+        self.shard_index: int = self.declare_parameter("shard_index", 0).value
+        self.shard_count: int = self.declare_parameter("shard_count", 1).value
 
         config = PredictorConfig(obs_steps=obs_steps, pred_steps=pred_steps, step_dt=self.step_dt,
                                  backend=backend, max_humans=self.max_humans)
@@ -43,7 +46,7 @@ class GpInferenceNode(Node):
         self.tracks = TrackHistory(capacity=self.max_humans, obs_steps=obs_steps, step_dt=self.step_dt,
                                    window=obs_steps + pred_steps, timeout_s=track_timeout_s)
         self.tracks.warmup()
-        self.sanitizer = HumanSanitizer(self.max_humans)
+        self.sanitizer = HumanSanitizer(self.max_humans, self.shard_index, self.shard_count)
         self.sanitizer.warmup()
         m = self.max_message_humans
         self._ids = np.zeros(m, dtype=np.int64)
@@ -57,7 +60,7 @@ class GpInferenceNode(Node):
 
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
         self.publisher = self.create_publisher(IntentPredictionArray, PREDICTIONS_TOPIC, DERIVED_QOS)
-        self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.on_humans, SENSOR_QOS)
+        self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.stats.guarded(self.on_humans), SENSOR_QOS)
         if self.online_learning:
             self.create_timer(learn_period_s, self.learn)
         self.get_logger().info(f"ready: {self.predictor.stats()}")
@@ -98,6 +101,7 @@ class GpInferenceNode(Node):
         out.header = header
         out.step_dt = self.step_dt
         out.horizon_steps = self._pred_steps
+        out.shard_index, out.shard_count = self.shard_index, self.shard_count
         predictions = []
         for i in range(n):
             p = IntentPrediction()

@@ -14,11 +14,19 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from intent_perf_ros.core.mpc.controller import MPCConfig, MPCController
+from intent_perf_ros.core.mpc.controller import ControlResult, Mode, MPCConfig, MPCController
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
+from intent_perf_ros.core.sharding import ShardCycles
 from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray
-from intent_perf_ros.nodes.common import (COMMAND_QOS, CONTROL_QOS, DERIVED_QOS, SENSOR_QOS, NodeStatistics, run,
-                                          stamp_to_ns)
+from intent_perf_ros.nodes.common import (
+    COMMAND_QOS,
+    CONTROL_QOS,
+    DERIVED_QOS,
+    SENSOR_QOS,
+    NodeStatistics,
+    run,
+    stamp_to_ns,
+)
 
 ODOM_TOPIC = "odom"
 GOAL_TOPIC = "goal_pose"
@@ -78,14 +86,18 @@ class MpcNode(Node):
         self._hyp_mean = np.zeros((cap * self.top_k, 64, 2))
         self._hyp_var = np.zeros((cap * self.top_k, 64, 2))
         self._no_humans = np.zeros((0, 1, 2))
+        self._no_goal = np.full(2, math.nan)
+        self._behaviour = "proceed"
+        self._cycles: ShardCycles | None = None
 
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
         self.cmd_publisher = self.create_publisher(TwistStamped, CMD_TOPIC, COMMAND_QOS)
         self.status_publisher = self.create_publisher(ControlStatus, STATUS_TOPIC, CONTROL_QOS)
-        self.create_subscription(Odometry, ODOM_TOPIC, self.on_odom, SENSOR_QOS)
-        self.create_subscription(PoseStamped, GOAL_TOPIC, self.on_goal, CONTROL_QOS)
-        self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.on_predictions, DERIVED_QOS)
-        self.create_subscription(BeliefArray, BELIEF_TOPIC, self.on_belief, DERIVED_QOS)
+        self.create_subscription(Odometry, ODOM_TOPIC, self.stats.guarded(self.on_odom), SENSOR_QOS)
+        self.create_subscription(PoseStamped, GOAL_TOPIC, self.stats.guarded(self.on_goal), CONTROL_QOS)
+        self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.stats.guarded(self.on_predictions),
+                                 DERIVED_QOS)
+        self.create_subscription(BeliefArray, BELIEF_TOPIC, self.stats.guarded(self.on_belief), DERIVED_QOS)
         self.create_timer(self.control_period_s, self.on_timer)
 
     def on_odom(self, msg: Odometry) -> None:
@@ -119,6 +131,13 @@ class MpcNode(Node):
             self._goals = np.zeros((k, 2))
         self._goals[:, 0] = msg.goal_x[:k]
         self._goals[:, 1] = msg.goal_y[:k]
+        if msg.behaviour != self._behaviour and msg.behaviour:
+            try:
+                self.controller.set_behaviour(msg.behaviour)
+                self._behaviour = msg.behaviour
+            except ValueError as exc:
+                self.stats.dropped += 1
+                self.get_logger().warning(f"ignoring behaviour: {exc}", throttle_duration_sec=5.0)
         self._belief_of = {b.id: np.frombuffer(b.probabilities, dtype=np.float64) for b in msg.beliefs
                            if len(b.probabilities) == k + 1}
 
@@ -126,36 +145,47 @@ class MpcNode(Node):
         start = time.perf_counter_ns()
         self.stats.received(PREDICTIONS_TOPIC)
         self._last_predictions = time.monotonic()
+        shards = max(msg.shard_count, 1)
+        if shards == 1:
+            parts = [msg]
+        else:  # sharded predictors: plan once all shards delivered this observation (core.sharding)
+            if self._cycles is None or self._cycles.shard_count != shards:
+                self._cycles = ShardCycles(shards)
+            parts = self._cycles.add(stamp_to_ns(msg.header.stamp), msg.shard_index, msg)
+            if parts is None:
+                return
         steps = min(int(msg.horizon_steps), self._pred_mean.shape[1])
-        n = 0
-        use_belief = self._goals.shape[0] > 0
-        for p in msg.predictions:
-            if n == self.max_humans:
-                self.stats.dropped += 1
-                continue
-            if len(p.mean_x) < steps or len(p.var_x) < steps:
-                self.stats.dropped += 1
-                continue
-            self._pred_mean[n, :steps, 0] = p.mean_x[:steps]
-            self._pred_mean[n, :steps, 1] = p.mean_y[:steps]
-            self._pred_var[n, :steps, 0] = p.var_x[:steps]
-            self._pred_var[n, :steps, 1] = p.var_y[:steps]
-            self._xy[n] = (p.x, p.y)
-            self._vxy[n] = (p.vx, p.vy)
-            probs = self._belief_of.get(p.id)
-            if use_belief:
-                k1 = self._goals.shape[0] + 1
-                if probs is not None and probs.shape[0] == k1:
-                    self._probs[n, :k1] = probs
-                else:  # no belief yet for this human: uniform over the goals and "wandering"
-                    self._probs[n, :k1] = 1.0 / k1
-            n += 1
-        if steps == 0:
-            n = 0
-        count = self._expand(n, steps, float(msg.step_dt), use_belief)
-        self._control(stamp_to_ns(msg.header.stamp), self._hyp_mean[:count, :max(steps, 1)],
-                      self._hyp_var[:count, :max(steps, 1)], float(msg.step_dt) or 0.4, 0.0)
+        step_dt = float(msg.step_dt) or 0.4
+        n = self._load(parts, steps) if steps else 0
+        count = self._expand(n, steps, step_dt, self._goals.shape[0] > 0)
+        width = max(steps, 1)
+        self._control(stamp_to_ns(msg.header.stamp), self._hyp_mean[:count, :width], self._hyp_var[:count, :width],
+                      step_dt, 0.0)
         self.stats.callback_done(start)
+
+    def _load(self, parts: list[IntentPredictionArray], steps: int) -> int:
+        """Copy every shard's predictions (and the belief of each human) into the preallocated arrays."""
+        n = 0
+        k1 = self._goals.shape[0] + 1
+        for part in parts:
+            for p in part.predictions:
+                if n == self.max_humans or len(p.mean_x) < steps or len(p.var_x) < steps:
+                    self.stats.dropped += 1
+                    continue
+                self._pred_mean[n, :steps, 0] = p.mean_x[:steps]
+                self._pred_mean[n, :steps, 1] = p.mean_y[:steps]
+                self._pred_var[n, :steps, 0] = p.var_x[:steps]
+                self._pred_var[n, :steps, 1] = p.var_y[:steps]
+                self._xy[n] = (p.x, p.y)
+                self._vxy[n] = (p.vx, p.vy)
+                if k1 > 1:
+                    probs = self._belief_of.get(p.id)
+                    if probs is not None and probs.shape[0] == k1:
+                        self._probs[n, :k1] = probs
+                    else:  # no belief yet for this human: uniform over the goals and "wandering"
+                        self._probs[n, :k1] = 1.0 / k1
+                n += 1
+        return n
 
     def _expand(self, n: int, steps: int, pred_dt: float, use_belief: bool) -> int:
         if n == 0:
@@ -173,8 +203,13 @@ class MpcNode(Node):
 
     def _control(self, stamp_ns: int, mean: np.ndarray, var: np.ndarray, pred_dt: float, input_age_s: float) -> None:
         odom_age = math.inf if self._odom_time is None else time.monotonic() - self._odom_time
-        result = self.controller.step(self._state, self._goal if self._has_goal else None, mean, var, pred_dt,
-                                      input_age_s=max(input_age_s, odom_age))
+        try:
+            result = self.controller.step(self._state, self._goal if self._has_goal else self._no_goal, mean, var,
+                                          pred_dt, input_age_s=max(input_age_s, odom_age))
+        except Exception as exc:
+            self.stats.errors += 1
+            self.get_logger().error(f"controller failed, commanding a stop: {exc!r}", throttle_duration_sec=5.0)
+            result = ControlResult(v=0.0, omega=0.0, mode=Mode.STOP, solver_status=f"exception: {type(exc).__name__}")
         cmd = TwistStamped()
         cmd.header.stamp.sec, cmd.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         cmd.header.frame_id = self.base_frame_id

@@ -23,3 +23,15 @@ def test_repeated_id_keeps_the_last_entry():
     n, dropped, _ = HumanSanitizer(capacity=8).apply(ids, xy, np.zeros((3, 2)), 3)
     assert (n, dropped) == (1, 2)
     np.testing.assert_array_equal(xy[0], [2.0, 2.0])
+
+
+def test_shards_partition_the_humans():
+    ids = np.arange(100, dtype=np.int64)
+    kept = []
+    for shard in range(3):
+        mine = ids.copy()
+        n, dropped, _ = HumanSanitizer(capacity=100, shard_index=shard, shard_count=3).apply(
+            mine, np.zeros((100, 2)), np.zeros((100, 2)), 100)
+        assert dropped == 0
+        kept.extend(mine[:n])
+    assert sorted(kept) == list(range(100))  # every human in exactly one shard

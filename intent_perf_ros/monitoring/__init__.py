@@ -1,0 +1,1 @@
+"""Exports of the monitor's figures outside ROS (Prometheus), for fleets that scrape robots."""

@@ -1,0 +1,41 @@
+"""The process runner's command lines and shard parameter files (no processes started)."""
+import sys
+
+import pytest
+import yaml
+
+from intent_perf_ros.runner import NodeProcesses, default_params_file
+
+
+def test_unsharded_stack_runs_each_node_once_with_the_params_file():
+    stack = NodeProcesses()
+    assert stack.nodes == ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
+    cmd = stack.command("mpc_node")
+    assert cmd[:3] == [sys.executable, "-m", "intent_perf_ros.nodes.mpc_node"]
+    assert cmd[cmd.index("--params-file") + 1] == str(default_params_file())
+    assert "-r" not in cmd
+
+
+def test_shards_get_renamed_processes_and_their_own_parameter_sections():
+    stack = NodeProcesses(shards=3)
+    try:
+        assert [n for n in stack.nodes if n.startswith("gp_inference_node")] == [
+            "gp_inference_node_0", "gp_inference_node_1", "gp_inference_node_2"]
+        assert "mpc_node" in stack.nodes and "mpc_node_0" not in stack.nodes
+        cmd = stack.command("belief_node_2")
+        assert "intent_perf_ros.nodes.belief_node" in cmd and "__node:=belief_node_2" in cmd
+        params = yaml.safe_load(stack.params_file.read_text())
+        base = yaml.safe_load(default_params_file().read_text())["belief_node"]["ros__parameters"]
+        shard = params["belief_node_2"]["ros__parameters"]
+        assert shard["shard_index"] == 2 and shard["shard_count"] == 3
+        assert {k: shard[k] for k in base} == base
+    finally:
+        stack.stop()
+    assert not stack.params_file.exists()
+
+
+def test_unknown_node_or_bad_shards_rejected():
+    with pytest.raises(ValueError):
+        NodeProcesses(nodes=("planner",))
+    with pytest.raises(ValueError):
+        NodeProcesses(shards=0)
