@@ -21,8 +21,8 @@ STATUS_TOPIC = "mpc/status"
 class BeliefNode(Node):
     """Per-human goal belief (Bayes or particle filter) plus the Bayesian behaviour selection."""
 
-    def __init__(self) -> None:
-        super().__init__("belief_node")
+    def __init__(self, **node_options) -> None:
+        super().__init__("belief_node", **node_options)
         goals_x = list(self.declare_parameter("goals_x", [-8.0, 8.0, 8.0, -8.0, 0.0, 0.0]).value)
         goals_y = list(self.declare_parameter("goals_y", [-8.0, -8.0, 8.0, 8.0, 8.0, -8.0]).value)
         labels = list(self.declare_parameter("goal_labels", ["sw", "se", "ne", "nw", "n", "s"]).value)

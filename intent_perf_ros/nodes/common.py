@@ -113,6 +113,9 @@ class NodeStatistics:
             extra.update(self._extra())
         msg.extra = [KeyValue(key=k, value=v) for k, v in extra.items()]
         self._publisher.publish(msg)
+        # Percentiles describe one statistics period, so a slow burst shows up in the period it happened.
+        self.callback_ms.clear()
+        self.e2e_ms.clear()
         self._last_publish, self._last_in, self._last_out = now, self.msgs_in, self.msgs_out
 
 

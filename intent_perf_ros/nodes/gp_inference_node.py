@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import array
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
@@ -17,11 +19,16 @@ HUMANS_TOPIC = "humans/tracked"
 PREDICTIONS_TOPIC = "intent/predictions"
 
 
+def default_cache_dir() -> Path:
+    """Where trained models are stored between runs (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "intent_perf_ros" / "models"
+
+
 class GpInferenceNode(Node):
     """Keeps a short history per tracked human and predicts everyone's future in one batched call."""
 
-    def __init__(self) -> None:
-        super().__init__("gp_inference_node")
+    def __init__(self, **node_options) -> None:
+        super().__init__("gp_inference_node", **node_options)
         self.frame_id: str = self.declare_parameter("frame_id", "map").value
         self.max_humans: int = self.declare_parameter("max_humans", 64).value
         self.max_message_humans: int = self.declare_parameter("max_message_humans", 256).value
@@ -29,7 +36,8 @@ class GpInferenceNode(Node):
         pred_steps: int = self.declare_parameter("pred_steps", 12).value
         self.step_dt: float = self.declare_parameter("step_dt", 0.4).value
         backend: str = self.declare_parameter("backend", "auto").value
-        cache_dir: str = self.declare_parameter("model_cache_dir", "").value
+        cache_dir: str = self.declare_parameter("model_cache_dir", "").value or str(default_cache_dir())
+        dataset_dir: str = self.declare_parameter("dataset_dir", "").value
         track_timeout_s: float = self.declare_parameter("track_timeout_s", 2.0).value
         self.online_learning: bool = self.declare_parameter("online_learning", True).value
         learn_period_s: float = self.declare_parameter("learn_period_s", 2.0).value
@@ -41,7 +49,7 @@ class GpInferenceNode(Node):
         config = PredictorConfig(obs_steps=obs_steps, pred_steps=pred_steps, step_dt=self.step_dt,
                                  backend=backend, max_humans=self.max_humans)
         # Model load or fit, numba compilation and buffer allocation all happen here, not in a callback.
-        self.predictor = default_predictor(config, cache_dir or None)
+        self.predictor = default_predictor(config, cache_dir, dataset_dir or None)
         self.predictor.warmup()
         self.tracks = TrackHistory(capacity=self.max_humans, obs_steps=obs_steps, step_dt=self.step_dt,
                                    window=obs_steps + pred_steps, timeout_s=track_timeout_s)

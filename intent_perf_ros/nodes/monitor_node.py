@@ -9,6 +9,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
 from intent_perf_ros.core.health import HealthModel, NodeSnapshot, Thresholds
+from intent_perf_ros.monitoring.prometheus_exporter import PrometheusExporter
 from intent_perf_ros.msg import NodeStats
 from intent_perf_ros.nodes.common import CONTROL_QOS, STATS_TOPIC, run
 
@@ -19,8 +20,8 @@ _SNAPSHOT_FIELDS = tuple(f.name for f in fields(NodeSnapshot) if f.name not in (
 class MonitorNode(Node):
     """Judges latency, memory, CPU and error rate per node against parameter thresholds."""
 
-    def __init__(self) -> None:
-        super().__init__("monitor_node")
+    def __init__(self, **node_options) -> None:
+        super().__init__("monitor_node", **node_options)
         defaults = Thresholds()
         thresholds = Thresholds(**{name: float(self.declare_parameter(name, float(getattr(defaults, name))).value)
                                    for name in Thresholds.field_names()})
@@ -29,6 +30,14 @@ class MonitorNode(Node):
         expected = list(self.declare_parameter(
             "expected_nodes", ["gp_inference_node", "belief_node", "mpc_node"]).value)
         self.health = HealthModel(thresholds, hardware_id, pipeline_node="mpc_node", expected_nodes=expected)
+        # Off by default; binds to loopback unless an address is configured (nothing listens outside by default).
+        port: int = self.declare_parameter("prometheus_port", 0).value
+        address: str = self.declare_parameter("prometheus_address", "127.0.0.1").value
+        self.exporter: PrometheusExporter | None = None
+        if port > 0:
+            self.exporter = PrometheusExporter(port, address)
+            self.exporter.start()
+            self.get_logger().info(f"Prometheus metrics on http://{address}:{self.exporter.port}/metrics")
         self.publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, CONTROL_QOS)
         self.create_subscription(NodeStats, STATS_TOPIC, self.on_stats, CONTROL_QOS)
         self.create_timer(period_s, self.publish)
@@ -37,6 +46,8 @@ class MonitorNode(Node):
         snapshot = NodeSnapshot(node_name=msg.node_name, extra={kv.key: kv.value for kv in msg.extra},
                                 **{name: getattr(msg, name) for name in _SNAPSHOT_FIELDS})
         self.health.update(snapshot, time.monotonic())
+        if self.exporter is not None:
+            self.exporter.update(snapshot)
 
     def publish(self) -> None:
         out = DiagnosticArray()
@@ -47,6 +58,11 @@ class MonitorNode(Node):
             for r in self.health.reports(time.monotonic())
         ]
         self.publisher.publish(out)
+
+    def destroy_node(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -43,8 +43,8 @@ def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
 class MpcNode(Node):
     """Human-aware MPC around ``core.mpc``; parameters are read once at start-up."""
 
-    def __init__(self) -> None:
-        super().__init__("mpc_node")
+    def __init__(self, **node_options) -> None:
+        super().__init__("mpc_node", **node_options)
         self.frame_id: str = self.declare_parameter("frame_id", "map").value
         self.base_frame_id: str = self.declare_parameter("base_frame_id", "base_link").value
         self.max_humans: int = self.declare_parameter("max_humans", 32).value
