@@ -8,7 +8,8 @@ on the absolute time grid ``k * step_dt``; every completed run of ``window`` gri
 training window for online learning (the past it saw and the future that actually happened).
 
 When every slot is taken, a new id evicts the slot seen longest ago (counted): on a robot the
-humans that appeared last are the ones that matter.
+humans that appeared last are the ones that matter. An id whose position jumps faster than
+``max_speed`` (a tracker that reused an id, or swapped two) restarts its history (counted).
 """
 from __future__ import annotations
 
@@ -17,11 +18,19 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def _append(raw, heads, counts, slots, t, xy, n):  # pragma: no cover - compiled
+def _append(raw, heads, counts, grid_counts, slots, t, xy, n, max_speed, jumps):  # pragma: no cover - compiled
     ring = raw.shape[1]
     for i in range(n):
         s = slots[i]
         h = heads[s]
+        if counts[s] > 0:  # an id whose position jumps faster than anyone walks is a new person
+            last = (h - 1) % ring
+            dt = t - raw[s, last, 0]
+            dist = np.hypot(xy[i, 0] - raw[s, last, 1], xy[i, 1] - raw[s, last, 2])
+            if dist > max_speed * max(dt, 1e-3):
+                counts[s] = 0
+                grid_counts[s] = -1
+                jumps[0] += 1
         raw[s, h, 0] = t
         raw[s, h, 1] = xy[i, 0]
         raw[s, h, 2] = xy[i, 1]
@@ -104,12 +113,14 @@ class TrackHistory:
     """Slots of raw observation rings plus the grid sampler for online-learning windows."""
 
     def __init__(self, capacity: int = 64, ring: int = 128, obs_steps: int = 8, step_dt: float = 0.4,
-                 window: int = 20, timeout_s: float = 2.0, max_pending: int = 256) -> None:
+                 window: int = 20, timeout_s: float = 2.0, max_pending: int = 256, max_speed: float = 4.0) -> None:
         if capacity < 1 or ring < 2 or obs_steps < 1 or window < 2:
             raise ValueError("capacity >= 1, ring >= 2, obs_steps >= 1 and window >= 2 are required")
         if step_dt <= 0.0:
             raise ValueError(f"step_dt must be positive, got {step_dt}")
         self.capacity, self.obs_steps, self.step_dt, self.timeout_s = capacity, obs_steps, step_dt, timeout_s
+        self.max_speed = max_speed
+        self._jumps = np.zeros(1, dtype=np.int64)
         self._raw = np.zeros((capacity, ring, 3))
         self._heads = np.zeros(capacity, dtype=np.int64)
         self._counts = np.zeros(capacity, dtype=np.int64)
@@ -130,6 +141,11 @@ class TrackHistory:
 
     def __len__(self) -> int:
         return len(self._slot_of)
+
+    @property
+    def jumps(self) -> int:
+        """Histories restarted because an id's position jumped faster than ``max_speed``."""
+        return int(self._jumps[0])
 
     def warmup(self) -> None:
         """Compile the kernels on a scratch history so the first real message pays nothing."""
@@ -157,11 +173,13 @@ class TrackHistory:
             self.out_of_order += int(n - fresh.sum())
             order = np.flatnonzero(fresh)
             fresh_slots = self.slots[order]
-            _append(self._raw, self._heads, self._counts, fresh_slots, t, xy[order], len(order))
+            _append(self._raw, self._heads, self._counts, self._grid_counts, fresh_slots, t, xy[order], len(order),
+                    self.max_speed, self._jumps)
             _append_grid(self._grid, self._grid_counts, self._grid_last, self._prev, fresh_slots, t,
                          xy[order], len(order), self.step_dt, self._pending, self._pending_n)
         else:
-            _append(self._raw, self._heads, self._counts, self.slots, t, xy, n)
+            _append(self._raw, self._heads, self._counts, self._grid_counts, self.slots, t, xy, n, self.max_speed,
+                    self._jumps)
             _append_grid(self._grid, self._grid_counts, self._grid_last, self._prev, self.slots, t, xy, n,
                          self.step_dt, self._pending, self._pending_n)
         self._last_seen[self.slots[:n]] = np.maximum(self._last_seen[self.slots[:n]], t)

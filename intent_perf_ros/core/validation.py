@@ -76,3 +76,39 @@ class HumanSanitizer:
         """Compact the valid rows of the first ``n`` to the front; return ``(n_valid, dropped, repaired)``."""
         _sanitize(ids, xy, vxy, n, self.capacity, self.shard_index, self.shard_count, self._out)
         return int(self._out[0]), int(self._out[1]), int(self._out[2])
+
+
+class StampCheck:
+    """Rules for observation stamps (seconds on the node's clock); each verdict is counted by the caller.
+
+    - zero stamp (the publisher never set it): repaired with the receive time;
+    - more than ``max_future_s`` ahead of the receive time (clock mismatch): dropped;
+    - older than ``max_age_s`` at receipt (stale data, e.g. a stalled tracker or a replayed bag):
+      dropped - acting on it would steer around where people were, not where they are;
+    - not newer than the last accepted stamp (out of order, or a repeated stamp = zero time step):
+      dropped, the newer state is already known.
+    """
+
+    OK, REPAIRED, FUTURE, STALE, OUT_OF_ORDER = range(5)
+    REASONS = ("ok", "zero stamp repaired with receive time", "stamp in the future", "stamp too old",
+               "stamp not newer than the previous one")
+
+    def __init__(self, max_future_s: float = 0.5, max_age_s: float = 2.0) -> None:
+        if max_future_s < 0.0 or max_age_s <= 0.0:
+            raise ValueError("max_future_s must be >= 0 and max_age_s > 0 seconds")
+        self.max_future_s, self.max_age_s = max_future_s, max_age_s
+        self.last_s = -np.inf
+
+    def check(self, stamp_s: float, now_s: float) -> tuple[int, float]:
+        """Return ``(verdict, stamp to use)``; the stamp is remembered when the verdict accepts it."""
+        verdict = self.OK
+        if stamp_s == 0.0:
+            verdict, stamp_s = self.REPAIRED, now_s
+        elif stamp_s > now_s + self.max_future_s:
+            return self.FUTURE, stamp_s
+        elif stamp_s < now_s - self.max_age_s:
+            return self.STALE, stamp_s
+        if stamp_s <= self.last_s:
+            return self.OUT_OF_ORDER, stamp_s
+        self.last_s = stamp_s
+        return verdict, stamp_s

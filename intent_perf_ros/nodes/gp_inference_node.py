@@ -11,7 +11,7 @@ from rclpy.node import Node
 
 from intent_perf_ros.core.gp.predictor import PredictorConfig, default_predictor
 from intent_perf_ros.core.tracks import TrackHistory
-from intent_perf_ros.core.validation import HumanSanitizer
+from intent_perf_ros.core.validation import HumanSanitizer, StampCheck
 from intent_perf_ros.msg import IntentPrediction, IntentPredictionArray, TrackedHumans
 from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
 
@@ -39,6 +39,9 @@ class GpInferenceNode(Node):
         cache_dir: str = self.declare_parameter("model_cache_dir", "").value or str(default_cache_dir())
         dataset_dir: str = self.declare_parameter("dataset_dir", "").value
         track_timeout_s: float = self.declare_parameter("track_timeout_s", 2.0).value
+        max_future_s: float = self.declare_parameter("max_stamp_future_s", 0.5).value
+        max_age_s: float = self.declare_parameter("max_stamp_age_s", 2.0).value
+        max_speed: float = self.declare_parameter("max_human_speed", 4.0).value
         self.online_learning: bool = self.declare_parameter("online_learning", True).value
         learn_period_s: float = self.declare_parameter("learn_period_s", 2.0).value
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
@@ -52,10 +55,11 @@ class GpInferenceNode(Node):
         self.predictor = default_predictor(config, cache_dir, dataset_dir or None)
         self.predictor.warmup()
         self.tracks = TrackHistory(capacity=self.max_humans, obs_steps=obs_steps, step_dt=self.step_dt,
-                                   window=obs_steps + pred_steps, timeout_s=track_timeout_s)
+                                   window=obs_steps + pred_steps, timeout_s=track_timeout_s, max_speed=max_speed)
         self.tracks.warmup()
         self.sanitizer = HumanSanitizer(self.max_humans, self.shard_index, self.shard_count)
         self.sanitizer.warmup()
+        self.stamps = StampCheck(max_future_s, max_age_s)
         m = self.max_message_humans
         self._ids = np.zeros(m, dtype=np.int64)
         self._xy = np.zeros((m, 2))
@@ -82,6 +86,15 @@ class GpInferenceNode(Node):
                 f"dropping TrackedHumans in frame '{msg.header.frame_id}': expected '{self.frame_id}'",
                 throttle_duration_sec=5.0)
             return
+        verdict, stamp_s = self.stamps.check(stamp_to_s(msg.header.stamp), self.get_clock().now().nanoseconds * 1e-9)
+        if verdict == StampCheck.REPAIRED:
+            self.stats.repaired += 1
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_s * 1e9), 1_000_000_000)
+        elif verdict != StampCheck.OK:
+            self.stats.dropped += 1
+            self.get_logger().warning(f"dropping TrackedHumans: {StampCheck.REASONS[verdict]}",
+                                      throttle_duration_sec=5.0)
+            return
         humans = msg.humans
         n = min(len(humans), self.max_message_humans)
         for i in range(n):
@@ -97,7 +110,7 @@ class GpInferenceNode(Node):
                 f"bad humans in input: {dropped} dropped, {repaired} repaired (non-finite values, duplicate ids "
                 f"or more than {self.max_humans})", throttle_duration_sec=5.0)
         if n:
-            self.tracks.observe(stamp_to_s(msg.header.stamp), self._ids, self._xy, n)
+            self.tracks.observe(stamp_s, self._ids, self._xy, n)
             self.tracks.history(self._vxy, n, self._history)
             self.predictor.predict(self._history[:n], self._mean[:n], self._var[:n])
         self.publisher.publish(self._to_message(msg.header, n))
@@ -135,6 +148,7 @@ class GpInferenceNode(Node):
         extra = {f"gp.{k}": str(v) for k, v in self.predictor.stats().items()}
         extra.update({"tracks_active": str(len(self.tracks)), "tracks_evicted": str(self.tracks.evictions),
                       "tracks_out_of_order": str(self.tracks.out_of_order),
+                      "tracks_id_jumps": str(self.tracks.jumps),
                       "windows_learned": str(self._windows_learned)})
         return extra
 

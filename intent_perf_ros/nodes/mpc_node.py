@@ -216,7 +216,8 @@ class MpcNode(Node):
         cmd.twist.linear.x = float(result.v)
         cmd.twist.angular.z = float(result.omega)
         self.cmd_publisher.publish(cmd)
-        self.stats.sent(CMD_TOPIC, stamp_ns)
+        # Only commands answering an observation have an end-to-end latency; watchdog ones answer the clock.
+        self.stats.sent(CMD_TOPIC, stamp_ns if input_age_s == 0.0 else None)
         status = ControlStatus()
         status.header = cmd.header
         status.header.frame_id = self.frame_id

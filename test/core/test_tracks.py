@@ -68,3 +68,15 @@ def test_out_of_order_observation_is_ignored_but_counted():
 def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError):
         TrackHistory(step_dt=0.0)
+
+
+def test_an_id_that_jumps_starts_a_new_history():
+    tracks = TrackHistory(capacity=2, obs_steps=3, step_dt=0.5, max_speed=4.0)
+    ids = np.array([1])
+    for k in range(10):
+        tracks.observe(k * 0.1, ids, np.array([[k * 0.1, 0.0]]), 1)
+    tracks.observe(1.0, ids, np.array([[50.0, 50.0]]), 1)  # 70 m in 0.1 s: another person
+    out = np.zeros((1, 3, 2))
+    tracks.history(np.zeros((1, 2)), 1, out)
+    assert tracks.jumps == 1
+    np.testing.assert_allclose(out[0], [[50.0, 50.0]] * 3)  # no mixing with the old track

@@ -35,3 +35,16 @@ def test_shards_partition_the_humans():
         assert dropped == 0
         kept.extend(mine[:n])
     assert sorted(kept) == list(range(100))  # every human in exactly one shard
+
+
+def test_stamp_rules():
+    from intent_perf_ros.core.validation import StampCheck
+
+    check = StampCheck(max_future_s=0.5, max_age_s=2.0)
+    assert check.check(100.0, 100.1) == (StampCheck.OK, 100.0)
+    assert check.check(100.0, 100.2)[0] == StampCheck.OUT_OF_ORDER  # same stamp: zero time step
+    assert check.check(99.0, 100.2)[0] == StampCheck.OUT_OF_ORDER
+    assert check.check(101.0, 100.2)[0] == StampCheck.FUTURE
+    assert check.check(97.0, 100.2)[0] == StampCheck.STALE
+    assert check.check(0.0, 100.3) == (StampCheck.REPAIRED, 100.3)
+    assert check.check(100.4, 100.4) == (StampCheck.OK, 100.4)

@@ -1,5 +1,6 @@
 """mpc_node alone with a fake robot and predictor: stamps, bounds, watchdog."""
 import array
+import itertools
 import math
 
 from geometry_msgs.msg import TwistStamped
@@ -68,5 +69,5 @@ def test_commands_carry_the_prediction_stamp_and_stop_when_predictions_stop(ros)
     n_before, n_status = len(commands), len(statuses)
     assert ros.spin_until(lambda: len(commands) > n_before and commands[-1].twist.linear.x == 0.0, 10.0)
     stale = [c.twist.linear.x for c in commands[n_before:]]
-    assert all(b <= a + 1e-9 for a, b in zip(stale, stale[1:], strict=False))  # monotone slow-down
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(stale))  # monotone slow-down
     assert any(s.mode in (ControlStatus.MODE_STALE_SLOW, ControlStatus.MODE_STALE_STOP) for s in statuses[n_status:])

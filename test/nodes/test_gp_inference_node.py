@@ -1,0 +1,54 @@
+"""gp_inference_node alone with a fake tracker: one prediction per human, the observation's stamp."""
+import math
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from intent_perf_ros.msg import HumanState, IntentPredictionArray, TrackedHumans
+from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS
+from intent_perf_ros.nodes.gp_inference_node import GpInferenceNode
+
+
+def test_every_tracked_human_is_predicted_with_the_observation_stamp(ros, tmp_path):
+    gp = ros.add(GpInferenceNode(parameter_overrides=[
+        Parameter("model_cache_dir", value=str(tmp_path / "models")),
+        Parameter("dataset_dir", value=str(tmp_path / "no_data")),  # constant-velocity start, no fit
+        Parameter("max_stamp_age_s", value=1e10),  # the test's own time line, decades ago
+    ]))
+    peer = ros.add(Node("fake_tracker"))
+    pub = peer.create_publisher(TrackedHumans, "humans/tracked", SENSOR_QOS)
+    received: list[IntentPredictionArray] = []
+    peer.create_subscription(IntentPredictionArray, "intent/predictions", received.append, DERIVED_QOS)
+    assert ros.spin_until(lambda: pub.get_subscription_count() and gp.publisher.get_subscription_count())
+
+    stamps = []
+    for k in range(40):  # three humans walking along x at 1 m/s, 10 Hz
+        msg = TrackedHumans()
+        msg.header.frame_id = "map"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k // 10, (k % 10) * 100_000_000
+        t = k * 0.1
+        msg.humans = [HumanState(id=i, x=t, y=float(i), vx=1.0, vy=0.0) for i in (3, 7, 11)]
+        stamps.append((msg.header.stamp.sec, msg.header.stamp.nanosec))
+        pub.publish(msg)
+        assert ros.spin_until(lambda k=k: len(received) > k, 5.0)
+    bad = TrackedHumans(humans=[HumanState(id=1, x=math.nan), HumanState(id=2, x=5.0, y=0.0, vx=math.inf)])
+    bad.header.frame_id = "map"
+    bad.header.stamp.sec = 1005
+    pub.publish(bad)
+    assert ros.spin_until(lambda: len(received) > 40, 5.0)
+
+    assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in received[:40]] == stamps
+    last = received[39]
+    assert sorted(p.id for p in last.predictions) == [3, 7, 11]
+    assert last.horizon_steps == 12 and math.isclose(last.step_dt, 0.4)
+    for p in last.predictions:
+        mean = np.column_stack([p.mean_x, p.mean_y])
+        var = np.column_stack([p.var_x, p.var_y])
+        assert mean.shape == (12, 2) and np.isfinite(mean).all() and (var >= 0).all() and np.isfinite(var).all()
+        # A straight walk at 1 m/s: the prediction continues it (constant velocity before any fit).
+        np.testing.assert_allclose(mean[:, 0], p.x + 0.4 * np.arange(1, 13), atol=0.05)
+        assert np.all(np.diff(var[:, 0]) >= 0)  # uncertainty grows with the horizon
+    # The NaN human was dropped, the infinite velocity repaired: one prediction, counted.
+    assert [p.id for p in received[40].predictions] == [2]
+    assert gp.stats.dropped == 1 and gp.stats.repaired == 1
