@@ -19,11 +19,18 @@ help:
 
 setup: $(STAMP)/package
 
-# python3 -m venv, cmake and g++ are all the machine needs; install them where missing.
+# python3 -m venv, cmake and g++ are all the machine needs; redis-server serves the fleet-cache
+# test (skipped without it). Install what is missing with apt-get.
 $(STAMP)/system:
-	@if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null || ! python3 -c 'import ensurepip' 2>/dev/null; then \
-	  echo "installing cmake, g++ and python3-venv with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ python3-venv python3-dev; \
+	@missing=""; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
+	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv python3-dev"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) \
+	    || { command -v cmake >/dev/null && command -v g++ >/dev/null || exit 1; echo "warning: could not install$$missing"; }; \
 	fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@mkdir -p $(STAMP) && touch $@

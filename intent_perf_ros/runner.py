@@ -29,32 +29,48 @@ def default_params_file() -> Path:
     return Path(get_package_share_directory("intent_perf_ros")) / "config" / "intent_perf.yaml"
 
 
-def sharded_params(params_file: Path, shards: int, directory: Path) -> Path:
-    """A copy of the parameters file with a section per shard process (``gp_inference_node_1``, ...).
+def effective_params(params_file: Path, shards: int, overrides: dict[str, dict], directory: Path) -> Path:
+    """The parameters file with ``overrides`` merged in and a section per shard process.
 
-    Parameter files match node names exactly (no partial wildcards), so each renamed shard needs its
-    own section: the base node's parameters plus ``shard_index`` and ``shard_count``.
+    Overrides are written into each node's own section because rcl lets a node-specific value in a
+    parameters file win over a ``-p`` given on the command line. Parameter files match node names
+    exactly (no partial wildcards), so each renamed shard (``gp_inference_node_1``) gets its own
+    section: the base node's parameters plus ``shard_index`` and ``shard_count``.
     """
     params = yaml.safe_load(params_file.read_text()) or {}
-    for node in SHARDED:
-        base = params.get(node, {}).get("ros__parameters", {})
-        for index in range(shards):
-            params[f"{node}_{index}"] = {"ros__parameters": {**base, "shard_index": index, "shard_count": shards}}
-    out = directory / f"params_{shards}_shards.yaml"
-    out.write_text(yaml.safe_dump(params))
+    for node, values in overrides.items():
+        params.setdefault(node, {}).setdefault("ros__parameters", {}).update(values)
+    if shards > 1:
+        for node in SHARDED:
+            base = params.get(node, {}).get("ros__parameters", {})
+            for index in range(shards):
+                params[f"{node}_{index}"] = {"ros__parameters": {**base, "shard_index": index,
+                                                                 "shard_count": shards}}
+    out = directory / "params.yaml"
+    out.write_text(yaml.dump(params, Dumper=_QuotingDumper))
     return out
+
+
+class _QuotingDumper(yaml.SafeDumper):
+    """Quotes every string: rcl's parser reads YAML 1.1 words such as ``n`` or ``on`` as booleans."""
+
+
+_QuotingDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"'))
 
 
 class NodeProcesses:
     """The node processes of one stack; ``respawn`` restarts a node that exits while running.
 
     With ``shards`` > 1 the GP and belief nodes run as that many processes each, named
-    ``<node>_<index>``; every other node runs once.
+    ``<node>_<index>``; every other node runs once. ``overrides`` maps a node to parameter values
+    that replace those of the parameters file.
     """
 
     def __init__(self, params_file: Path | str | None = None, nodes: tuple[str, ...] = NODES, respawn: bool = False,
                  log_dir: Path | str | None = None, ros_args: dict[str, list[str]] | None = None,
-                 env: dict[str, str] | None = None, shards: int = 1) -> None:
+                 env: dict[str, str] | None = None, shards: int = 1,
+                 overrides: dict[str, dict] | None = None) -> None:
         unknown = set(nodes) - set(NODES)
         if unknown:
             raise ValueError(f"unknown nodes {sorted(unknown)}; choose from {', '.join(NODES)}")
@@ -62,9 +78,9 @@ class NodeProcesses:
             raise ValueError(f"shards must be >= 1, got {shards}")
         self.params_file = Path(params_file) if params_file else default_params_file()
         self._scratch = None
-        if shards > 1:
-            self._scratch = tempfile.TemporaryDirectory(prefix="intent_perf_shards_")
-            self.params_file = sharded_params(self.params_file, shards, Path(self._scratch.name))
+        if shards > 1 or overrides:
+            self._scratch = tempfile.TemporaryDirectory(prefix="intent_perf_params_")
+            self.params_file = effective_params(self.params_file, shards, overrides or {}, Path(self._scratch.name))
         # process name -> node executable
         self.node_of = {name: node for node in nodes
                         for name in ([f"{node}_{i}" for i in range(shards)] if shards > 1 and node in SHARDED

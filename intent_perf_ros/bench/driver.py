@@ -8,7 +8,6 @@ monitor's /diagnostics.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray

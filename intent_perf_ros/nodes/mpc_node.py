@@ -52,6 +52,10 @@ class MpcNode(Node):
         self.control_period_s: float = self.declare_parameter("control_period_s", 0.1).value
         self.stale_after_s: float = self.declare_parameter("predictions_late_after_s", 0.25).value
         goal = list(self.declare_parameter("initial_goal", [0.0, 0.0, 0.0]).value)  # x, y, use (0/1)
+        bounds = list(self.declare_parameter("map_bounds", [-1000.0, 1000.0, -1000.0, 1000.0]).value)
+        if len(bounds) != 4 or bounds[0] >= bounds[1] or bounds[2] >= bounds[3]:
+            raise ValueError(f"map_bounds must be [x_min, x_max, y_min, y_max] with min < max, got {bounds}")
+        self.map_bounds: tuple[float, float, float, float] = tuple(bounds)
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
         config = MPCConfig(
             horizon=self.declare_parameter("horizon", 20).value,
@@ -115,11 +119,13 @@ class MpcNode(Node):
     def on_goal(self, msg: PoseStamped) -> None:
         self.stats.received(GOAL_TOPIC)
         x, y = msg.pose.position.x, msg.pose.position.y
-        if msg.header.frame_id != self.frame_id or not (math.isfinite(x) and math.isfinite(y)):
+        x_min, x_max, y_min, y_max = self.map_bounds
+        if msg.header.frame_id != self.frame_id or not (x_min <= x <= x_max and y_min <= y <= y_max):
+            # The comparison is False for NaN too: a non-finite goal is outside every map.
             self.stats.dropped += 1
             self.get_logger().warning(
-                f"dropping goal in frame '{msg.header.frame_id}' (expected '{self.frame_id}') or non-finite",
-                throttle_duration_sec=5.0)
+                f"dropping goal ({x}, {y}) in frame '{msg.header.frame_id}': expected frame '{self.frame_id}' "
+                f"and a position inside map_bounds {self.map_bounds}", throttle_duration_sec=5.0)
             return
         self._goal[:] = (x, y)
         self._has_goal = True

@@ -39,3 +39,13 @@ def test_unknown_node_or_bad_shards_rejected():
         NodeProcesses(nodes=("planner",))
     with pytest.raises(ValueError):
         NodeProcesses(shards=0)
+
+
+def test_overrides_replace_values_of_the_parameters_file():
+    stack = NodeProcesses(overrides={"gp_inference_node": {"dataset_dir": "/elsewhere"}})
+    try:
+        params = yaml.safe_load(stack.params_file.read_text())
+        assert params["gp_inference_node"]["ros__parameters"]["dataset_dir"] == "/elsewhere"
+        assert params["gp_inference_node"]["ros__parameters"]["step_dt"] == 0.4  # the rest is kept
+    finally:
+        stack.stop()

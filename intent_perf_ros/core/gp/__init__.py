@@ -1,0 +1,1 @@
+"""Gaussian-process trajectory prediction: exact, online, sparse GPs, features, predictor, store."""

@@ -1,0 +1,238 @@
+"""Online exact GP over a bounded, first-in-first-out window of training points.
+
+Adding k points appends a block to the Cholesky factor (O(N^2 k)); dropping the oldest r points
+is a rank-r update of the trailing block (O(N^2 r)); the factor is recomputed from scratch only
+when the hyperparameters change (``set_params``) or an update loses positive definiteness.
+
+Block append (Osborne 2010, §B.1): for K' = [[K, k], [k^T, kappa]],
+    L' = [[L, 0], [B^T, C]],  B = L \\ k,  C = chol(kappa - B^T B),  beta' = [beta; C \\ (y - B^T beta)].
+Drop the first r points: with L = [[L11, 0], [L21, L22]], K22 = L21 L21^T + L22 L22^T, so the new
+factor is L22 updated by the columns of L21 (rank-1 Cholesky updates, Golub & Van Loan §6.5.4).
+Each update is a sequence of Givens rotations of [L22 | x]; since Y2 = L22 beta2 + x beta1_j, the
+same rotations carry beta = L^-1 Y along, so no O(N^2 P) re-solve is needed.
+
+Storage: the factor lives in a flat buffer of capacity^2 with leading dimension n (compact
+Fortran order), so ``L_`` is always a contiguous view that BLAS takes without a copy.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from intent_perf_ros.core.gp.exact import ExactGP, check_xy
+from intent_perf_ros.core.gp.kernels import RBFParams, rbf_cross_into
+
+
+@numba.njit(cache=True, fastmath=True)
+def drop_first_into(lflat, n, r, ld_out, beta, x, w):  # pragma: no cover - compiled
+    """Remove the first r points from the factor and from beta, in place.
+
+    The result is stored with leading dimension ``ld_out`` (>= n - r, <= n): passing the size the
+    factor will have after the next append saves that append a relayout pass.
+    """
+    p = beta.shape[1]
+    for j in range(r):
+        for i in range(r, n):
+            x[i] = lflat[i + j * n]
+        for q in range(p):
+            w[q] = beta[j, q]
+        for k in range(r, n):
+            col = k * n
+            lkk = lflat[k + col]
+            rr = np.sqrt(lkk * lkk + x[k] * x[k])
+            c = rr / lkk
+            s = x[k] / lkk
+            inv_c = 1.0 / c
+            lflat[k + col] = rr
+            seg = lflat[col + k + 1 : col + n]  # slices let LLVM vectorise the rotation
+            xs = x[k + 1 : n]
+            for i in range(seg.shape[0]):
+                lik = (seg[i] + s * xs[i]) * inv_c
+                seg[i] = lik
+                xs[i] = c * xs[i] - s * lik
+            # same rotation on the coefficients: [beta_k; w] <- [[1, s], [-s, 1]] / c [beta_k; w]
+            for q in range(p):
+                bk = beta[k, q]
+                beta[k, q] = (bk + s * w[q]) * inv_c
+                w[q] = (w[q] - s * bk) * inv_c
+    m = n - r
+    for k in range(m):  # ld_out <= n: destination index < source index, so a forward copy is safe
+        for i in range(k, m):
+            lflat[i + k * ld_out] = lflat[(i + r) + (k + r) * n]
+    for i in range(m):
+        for q in range(p):
+            beta[i, q] = beta[i + r, q]
+
+
+@numba.njit(cache=True, fastmath=True)
+def append_into(lflat, n, ld_in, k, kcross, kappa, beta, y_new, b):  # pragma: no cover - compiled
+    """Append k points: kcross (k, n) = K(new, old), kappa (k, k) = K(new, new) + noise. Returns ok.
+
+    The current factor is stored with leading dimension ``ld_in`` (n <= ld_in <= n + k).
+    """
+    m = n + k
+    if ld_in != m:
+        for col in range(n - 1, -1, -1):  # relayout to ld m, backwards so nothing is overwritten
+            for i in range(n - 1, col - 1, -1):
+                lflat[i + col * m] = lflat[i + col * ld_in]
+    for a in range(k):  # B[:, a] = L \ k_a, column-oriented forward substitution
+        ba = b[a]
+        for i in range(n):
+            ba[i] = kcross[a, i]
+        for j in range(n):
+            bj = ba[j] / lflat[j + j * m]
+            ba[j] = bj
+            seg = lflat[j * m + j + 1 : j * m + n]
+            tail = ba[j + 1 : n]
+            for i in range(seg.shape[0]):
+                tail[i] -= seg[i] * bj
+    for a in range(k):
+        for j in range(n):
+            lflat[(n + a) + j * m] = b[a, j]
+    for a in range(k):  # C = chol(kappa - B^T B), written into the new diagonal block
+        for c in range(a + 1):
+            acc = kappa[a, c]
+            for j in range(n):
+                acc -= b[a, j] * b[c, j]
+            for j in range(c):
+                acc -= lflat[(n + a) + (n + j) * m] * lflat[(n + c) + (n + j) * m]
+            if a == c:
+                if acc <= 0.0:
+                    return False
+                lflat[(n + a) + (n + a) * m] = np.sqrt(acc)
+            else:
+                lflat[(n + a) + (n + c) * m] = acc / lflat[(n + c) + (n + c) * m]
+    p = beta.shape[1]
+    for a in range(k):  # beta_new = C \ (y - B^T beta)
+        for q in range(p):
+            acc = y_new[a, q]
+            for j in range(n):
+                acc -= b[a, j] * beta[j, q]
+            for c in range(a):
+                acc -= lflat[(n + a) + (n + c) * m] * beta[n + c, q]
+            beta[n + a, q] = acc / lflat[(n + a) + (n + a) * m]
+    return True
+
+
+class OnlineGP(ExactGP):
+    """Exact GP whose training set is a FIFO window of at most ``capacity`` points."""
+
+    def __init__(
+        self,
+        params: RBFParams,
+        capacity: int = 1000,
+        jitter: float = 1e-8,
+        max_jitter: float = 1e-2,
+        dtype: str = "float64",
+    ) -> None:
+        super().__init__(params, jitter=jitter, max_jitter=max_jitter, dtype=dtype, predict_with="solve")
+        self.capacity = capacity
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> OnlineGP:
+        """Full refit on the newest ``capacity`` rows; (re)allocates the capacity-sized buffers."""
+        x = np.asarray(x, dtype=np.float64)[-self.capacity :]
+        y = np.asarray(y, dtype=np.float64)[-self.capacity :]
+        check_xy(x, y)
+        dt = np.dtype(self.dtype)
+        cap, d, p = self.capacity, x.shape[1], y.shape[1]
+        self._x = np.empty((cap, d))
+        self._y = np.empty((cap, p))
+        self._scaled = np.empty((cap, d), dtype=dt)
+        self._beta = np.empty((cap, p), dtype=dt)
+        self._lflat = np.empty(cap * cap, dtype=dt)
+        self._scratch_x = np.empty(cap, dtype=dt)
+        self._scratch_w = np.empty(p, dtype=dt)
+        self._n = 0
+        self.refits_ = getattr(self, "refits_", 0) + 1
+        self.incremental_updates_ = getattr(self, "incremental_updates_", 0)
+        self.jitter_ = self.jitter
+        if x.shape[0]:
+            exact = ExactGP(self.params, self.jitter, self.max_jitter, self.dtype, predict_with="solve").fit(
+                x, y
+            )
+            n = x.shape[0]
+            self._lflat[: n * n] = exact.L_.ravel(order="F")
+            self._beta[:n] = exact.beta_
+            self._x[:n] = x
+            self._y[:n] = y
+            self.jitter_ = exact.jitter_
+            self._n = n
+        self._set_views()
+        if not hasattr(self, "_buffer"):
+            self._buffer = np.empty(0, dtype=dt)
+        return self
+
+    def _set_views(self) -> None:
+        n = self._n
+        self.inv_lengthscales_ = (1.0 / self.params.lengthscales).astype(self._lflat.dtype)
+        np.multiply(self._x[:n], self.inv_lengthscales_, out=self._scaled[:n])
+        self.L_ = self._lflat[: n * n].reshape((n, n), order="F")
+        self.beta_ = self._beta[:n]
+        self.x_train_ = self._x[:n]
+        self.y_train_ = self._y[:n]
+        self.train_scaled_ = self._scaled[:n]
+
+    @property
+    def n_train(self) -> int:
+        return getattr(self, "_n", 0)
+
+    def _capacity(self) -> int:
+        return self.capacity
+
+    def set_params(self, params: RBFParams) -> None:
+        """New hyperparameters invalidate the factor: the one case that needs a refit."""
+        self.params = params
+        self.fit(self.x_train_.copy(), self.y_train_.copy())
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Append rows (dropping the oldest beyond ``capacity``) with incremental factor updates."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        check_xy(x, y)
+        if x.shape[0] == 0:
+            return
+        if not hasattr(self, "_lflat") or self.n_train == 0:
+            self.fit(x, y)
+            return
+        x, y = x[-self.capacity :], y[-self.capacity :]
+        k = x.shape[0]
+        overflow = self._n + k - self.capacity
+        ld = self._n
+        if overflow > 0:
+            ld = self._n - overflow + k
+            drop_first_into(self._lflat, self._n, overflow, ld, self._beta, self._scratch_x, self._scratch_w)
+            self._x[: self._n - overflow] = self._x[overflow : self._n].copy()
+            self._y[: self._n - overflow] = self._y[overflow : self._n].copy()
+            self._scaled[: self._n - overflow] = self._scaled[overflow : self._n].copy()
+            self._n -= overflow
+        n = self._n
+        p = self.params
+        dt = self._lflat.dtype
+        kcross = np.empty((k, n), dtype=dt)
+        rbf_cross_into(x.astype(dt), self.inv_lengthscales_, self._scaled[:n], p.signal_var, kcross)
+        kappa = np.empty((k, k), dtype=dt)
+        rbf_cross_into(
+            x.astype(dt), self.inv_lengthscales_, (x * self.inv_lengthscales_).astype(dt), p.signal_var, kappa
+        )
+        kappa[np.diag_indices(k)] += p.noise_var + self.jitter_ * (p.signal_var + p.noise_var)
+        ok = append_into(
+            self._lflat, n, ld, k, kcross, kappa, self._beta, y.astype(dt), np.empty((k, n), dtype=dt)
+        )
+        self._x[n : n + k] = x
+        self._y[n : n + k] = y
+        self._n = n + k
+        if ok:
+            self.incremental_updates_ += 1
+            self._set_views()
+        else:  # rounding made the Schur complement indefinite: refit with adaptive jitter
+            self.fit(self._x[: self._n].copy(), self._y[: self._n].copy())
+
+
+def compile_online_kernels(dtype: str = "float64") -> None:
+    """Compile the update kernels on a tiny model so the first real ``add`` does not pay for it."""
+    rng = np.random.default_rng(0)
+    model = OnlineGP(RBFParams(np.ones(2), 1.0, 0.1), capacity=3, dtype=dtype)
+    model.fit(rng.normal(size=(3, 2)), rng.normal(size=(3, 2)))
+    model.add(rng.normal(size=(1, 2)), rng.normal(size=(1, 2)))
+    model.reserve(2)  # and the predict path on the views the online model hands to numba

@@ -1,0 +1,137 @@
+"""Persist fitted predictors in a ``diskcache`` store so a node starts warm.
+
+Key: sha256 of the format version, the predictor settings (JSON, sorted keys) and a digest of the
+training data; never Python's ``hash()``, which changes between processes. Value: a dict with the
+JSON metadata, the arrays as ``.npz`` bytes and a sha256 digest of both.
+On load: a missing key raises ``KeyError``; a digest mismatch (corrupt entry) or a format/settings
+mismatch (stale entry) raises ``StoreError``; ``default_predictor`` then warns and rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class StoreError(ValueError):
+    """A stored model is corrupt or stale; delete it or let ``default_predictor`` rebuild it."""
+
+
+def settings_key(config, data_digest: str = "") -> str:
+    """Content-derived key of a model: format, every setting and the training data digest."""
+    text = json.dumps(
+        {"format": FORMAT_VERSION, "config": asdict(config), "data": data_digest},
+        sort_keys=True,
+        default=list,
+    )
+    return "gp-predictor-" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def data_digest(directory: Path, names: list[str]) -> str:
+    """sha256 over the names and bytes of the training files: new data makes stored models stale."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode())
+        h.update((Path(directory) / name).read_bytes())
+    return h.hexdigest()
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def save_predictor(pred, directory: str, data_digest: str = "") -> str:
+    """Write ``pred`` under its key in the diskcache at ``directory``; returns the key."""
+    import diskcache
+
+    if pred.motion_model_ is None:
+        raise ValueError("nothing to save: fit() the predictor first")
+    model = pred.motion_model_
+    p = pred.motion_params_
+    arrays = {f"motion/{k}": v for k, v in model.state().items()}
+    arrays.update(
+        {
+            "col_scale": pred.col_scale_,
+            "col_var": pred.col_var_,
+            "calibration": pred.calibration_,
+            "motion_ls": p.lengthscales,
+            "place_ls": pred.place_params_.lengthscales,
+            "motion_shrink": pred.motion_shrink_,
+            "place_shrink": pred.place_shrink_,
+            "d2_reference": pred.d2_reference_,
+        }
+    )
+    meta = {
+        "format": FORMAT_VERSION,
+        "config": asdict(pred.config),
+        "kind": type(model).__name__,
+        "motion": [p.signal_var, p.noise_var],
+        "place": [pred.place_params_.signal_var, pred.place_params_.noise_var],
+        "n_windows_fitted": pred.n_windows_fitted_,
+        "speed_gain": pred.speed_gain_,
+    }
+    meta_text = json.dumps(meta, sort_keys=True, default=list)
+    blob = _pack(arrays)
+    digest = hashlib.sha256(meta_text.encode() + blob).hexdigest()
+    key = settings_key(pred.config, data_digest)
+    with diskcache.Cache(directory) as cache:
+        cache.set(key, {"meta": meta_text, "arrays": blob, "digest": digest})
+    return key
+
+
+def load_predictor(directory: str, config, data_digest: str = ""):
+    """Rebuild the predictor stored for ``config`` (see module docstring for the failure modes)."""
+    import diskcache
+
+    from intent_perf_ros.core.gp.kernels import RBFParams
+    from intent_perf_ros.core.gp.predictor import TrajectoryPredictor
+    from intent_perf_ros.core.gp.sparse import SparseGP
+
+    key = settings_key(config, data_digest)
+    with diskcache.Cache(directory) as cache:
+        entry = cache.get(key)
+    if entry is None:
+        raise KeyError(f"no stored model for these settings in {directory}")
+    try:
+        meta_text, blob, digest = entry["meta"], entry["arrays"], entry["digest"]
+        if hashlib.sha256(meta_text.encode() + blob).hexdigest() != digest:
+            raise StoreError(f"stored model {key} fails its checksum (corrupt); it will be rebuilt")
+        meta = json.loads(meta_text)
+        with np.load(io.BytesIO(blob)) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except StoreError:
+        raise
+    except Exception as exc:  # malformed entry of any kind is treated as corrupt
+        raise StoreError(f"stored model {key} is unreadable ({exc}); it will be rebuilt") from exc
+    if meta.get("format") != FORMAT_VERSION or meta.get("config") != json.loads(
+        json.dumps(asdict(config), default=list)
+    ):
+        raise StoreError(f"stored model {key} was written by another format or settings (stale)")
+    pred = TrajectoryPredictor(config)
+    pred.motion_params_ = RBFParams(arrays["motion_ls"], *meta["motion"])
+    pred.place_params_ = RBFParams(arrays["place_ls"], *meta["place"])
+    state = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("motion/")}
+    if meta["kind"] == "SparseGP":
+        model = SparseGP(pred.motion_params_, jitter=config.jitter, dtype=config.dtype)
+    else:  # ExactGP or TorchExactGP, as the config's backend chooses
+        model = pred._exact_model(pred.motion_params_)
+    pred.motion_model_ = model.set_state(state)
+    pred.col_scale_ = arrays["col_scale"]
+    pred.col_var_ = arrays["col_var"]
+    pred.calibration_ = arrays["calibration"]
+    pred.n_windows_fitted_ = int(meta["n_windows_fitted"])
+    pred.speed_gain_ = float(meta["speed_gain"])
+    pred.motion_shrink_ = arrays["motion_shrink"]
+    pred.place_shrink_ = arrays["place_shrink"]
+    pred.d2_reference_ = arrays["d2_reference"]
+    pred._reset_variance_adaptation()
+    return pred

@@ -1,0 +1,190 @@
+"""Compiled (numba) loops of one control step; each replaces a dozen small numpy calls (about 1 us each).
+
+All kernels write into preallocated arrays and allocate nothing. Explicit signatures (any layout) compile
+them at import, so no call in the control loop can trigger a compilation for a new argument layout;
+``cache=True`` keeps the machine code in __pycache__, so only the first import on a machine takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit("void(f8[:], f8[:, :], f8, f8, f8[:, :], f8[:, :], f8[:, :])", cache=True, nogil=True)
+def rollout_linearise(state, inputs, dt, speed_floor, nominal, a_entries, offset):  # pragma: no cover - numba
+    """Euler rollout of ``inputs`` from ``state`` into ``nominal`` (H+1, 5), then the Jacobian entries
+    (dx/dtheta, dx/dv, dy/dtheta, dy/dv) * dt and the offsets c_k at (theta_k, max(|v_k|, floor))."""
+    H = inputs.shape[0]
+    for i in range(5):
+        nominal[0, i] = state[i]
+    for k in range(H):
+        x, y, th, v, om = nominal[k, 0], nominal[k, 1], nominal[k, 2], nominal[k, 3], nominal[k, 4]
+        c, s = math.cos(th), math.sin(th)
+        nominal[k + 1, 0] = x + dt * v * c
+        nominal[k + 1, 1] = y + dt * v * s
+        nominal[k + 1, 2] = th + dt * om
+        nominal[k + 1, 3] = v + dt * inputs[k, 0]
+        nominal[k + 1, 4] = om + dt * inputs[k, 1]
+        vl = v if abs(v) >= speed_floor else speed_floor
+        a_entries[k, 0] = -dt * vl * s
+        a_entries[k, 1] = dt * c
+        a_entries[k, 2] = dt * vl * c
+        a_entries[k, 3] = dt * s
+        offset[k, 0] = dt * vl * s * th
+        offset[k, 1] = -dt * vl * c * th
+
+
+@njit(
+    "b1(f8[:, :, :], f8[:, :, :], intp[:], intp[:], f8[:], f8, f8, f8[:, :, :], f8[:, :])",
+    cache=True,
+    nogil=True,
+)
+def interpolate(mean_in, var_in, i0, i1, w, kappa, safety_radius, mean_out, radius_out):  # pragma: no cover
+    """mean_out[j, k] = linear interpolation of mean_in[j] at fractional index i0[k] + w[k];
+    radius_out[j, k] = safety_radius + kappa * sqrt(max(var_x, var_y)) of the
+    interpolated variances (clipped at 0). Returns False when any input value is not finite."""
+    n, H, hp = mean_in.shape[0], i0.shape[0], mean_in.shape[1]
+    for j in range(n):
+        for k in range(hp):
+            for c in range(2):
+                if not (math.isfinite(mean_in[j, k, c]) and math.isfinite(var_in[j, k, c])):
+                    return False
+    for j in range(n):
+        for k in range(H):
+            a, b, t = i0[k], i1[k], w[k]
+            mean_out[j, k, 0] = mean_in[j, a, 0] + t * (mean_in[j, b, 0] - mean_in[j, a, 0])
+            mean_out[j, k, 1] = mean_in[j, a, 1] + t * (mean_in[j, b, 1] - mean_in[j, a, 1])
+            vx = max(var_in[j, a, 0] + t * (var_in[j, b, 0] - var_in[j, a, 0]), 0.0)
+            vy = max(var_in[j, a, 1] + t * (var_in[j, b, 1] - var_in[j, a, 1]), 0.0)
+            radius_out[j, k] = safety_radius + kappa * math.sqrt(max(vx, vy))
+    return True
+
+
+@njit(
+    "void(f8[:, :, :], f8[:, :], intp, f8[:, :], f8[:], f8, f8[:, :, :], f8[:], intp[:], f8[:], f8)",
+    cache=True,
+    nogil=True,
+)
+def half_planes(
+    mean, radius, n, nominal, left, pass_bias, normals, lo, chosen, dist, neg_infty
+):  # pragma: no cover
+    """For each step k = 1..H, the C obstacles nearest to the nominal position get a row
+    n . p_k + s_k >= n . c + r (normals (H, C, 2), lo (H*C,)); unused rows get n = 0 and lo = -infinity."""
+    H, C = normals.shape[0], normals.shape[1]
+    for k in range(H):
+        px, py = nominal[k + 1, 0], nominal[k + 1, 1]
+        m = min(C, n)
+        # Partial selection sort of the m nearest (n is a few tens at most).
+        for j in range(n):
+            dx, dy = px - mean[j, k, 0], py - mean[j, k, 1]
+            dist[j] = dx * dx + dy * dy
+            chosen[j] = j
+        if n > C:
+            for a in range(m):
+                best = a
+                for b in range(a + 1, n):
+                    if dist[chosen[b]] < dist[chosen[best]]:
+                        best = b
+                chosen[a], chosen[best] = chosen[best], chosen[a]
+        for a in range(m):
+            j = chosen[a]
+            cx, cy = mean[j, k, 0], mean[j, k, 1]
+            dx, dy = px - cx, py - cy
+            d = math.sqrt(dx * dx + dy * dy)
+            if d < 1e-6:  # nominal on top of the human: no outward normal, push to the left
+                dx, dy, d = left[0], left[1], 1.0
+            dx /= d
+            dy /= d
+            if pass_bias > 0.0:
+                side = pass_bias if dx * left[0] + dy * left[1] >= 0.0 else -pass_bias
+                dx += side * left[0]
+                dy += side * left[1]
+                d = math.sqrt(dx * dx + dy * dy)
+                dx /= d
+                dy /= d
+            normals[k, a, 0] = dx
+            normals[k, a, 1] = dy
+            lo[k * C + a] = dx * cx + dy * cy + radius[j, k]
+        for a in range(m, C):
+            normals[k, a, 0] = 0.0
+            normals[k, a, 1] = 0.0
+            lo[k * C + a] = neg_infty
+
+
+@njit("f8(f8[:, :, :], intp, intp, f8[:, :])", cache=True, nogil=True)
+def min_distance(mean, n, first, xy):  # pragma: no cover - numba
+    """min over j < n, k of |xy[k] - mean[j, first + k]| (xy (K, 2)); +inf when n == 0 or K == 0."""
+    best = np.inf
+    for j in range(n):
+        for k in range(xy.shape[0]):
+            dx, dy = xy[k, 0] - mean[j, first + k, 0], xy[k, 1] - mean[j, first + k, 1]
+            d = dx * dx + dy * dy
+            best = min(best, d)
+    return math.sqrt(best)
+
+
+@njit(
+    "void(f8[:], f8, f8, f8, f8, f8, f8, f8, f8[:], f8[:, :], f8, f8, f8, f8, f8, f8[:, :], f8[:, :])",
+    cache=True,
+    nogil=True,
+)
+def reference_and_bounds(
+    st,
+    dx,
+    dy,
+    dist,
+    v_ref,
+    lateral,
+    taper,
+    dt,
+    weights,
+    qpos,
+    v_lo,
+    v_hi,
+    om_hi,
+    a_max,
+    alpha_max,
+    vel_lo,
+    vel_hi,
+):  # pragma: no cover - numba
+    """Position part of q (-2 w_k r_k, carrot points at v_ref along the line to the goal, clipped there,
+    shifted ``lateral`` m to the left tapering to 0 over the last ``taper`` m) and the velocity bounds of
+    x_1..x_H, relaxed to what the accelerations can reach from the measured velocities."""
+    H = weights.shape[0]
+    for k in range(H):
+        s = min(v_ref * dt * (k + 1), dist)
+        lat = lateral * min(max((dist - s) / taper, 0.0), 1.0) if taper > 0.0 else 0.0
+        qpos[k, 0] = -2.0 * weights[k] * (st[0] + s * dx - lat * dy)
+        qpos[k, 1] = -2.0 * weights[k] * (st[1] + s * dy + lat * dx)
+        reach_v = a_max * dt * (k + 1)
+        reach_om = alpha_max * dt * (k + 1)
+        vel_hi[k, 0] = max(v_hi, st[3] - reach_v)
+        vel_lo[k, 0] = min(v_lo, st[3] + reach_v)
+        vel_hi[k, 1] = max(om_hi, abs(st[4]) - reach_om)
+        vel_lo[k, 1] = -vel_hi[k, 1]
+
+
+@njit("void(f8[:], f8[:, :], f8[:, :], f8[:, :], f8[:, :], f8[:, :])", cache=True, nogil=True)
+def stage_dynamics(state, a_entries, offset, ax_dyn, dyn_lo, dyn_hi):  # pragma: no cover - numba
+    """Dynamics rows of the QP: x_0 = state, the changing A values (-A_k's entries: the rows read
+    x_{k+1} - A_k x_k - B u_k = c_k) and c_k on the position rows (dyn_lo/dyn_hi are (H+1, 5) views)."""
+    H = a_entries.shape[0]
+    for i in range(5):
+        dyn_lo[0, i] = state[i]
+        dyn_hi[0, i] = state[i]
+    for k in range(H):
+        for e in range(4):
+            ax_dyn[k, e] = -a_entries[k, e]
+        for i in range(2):
+            dyn_lo[k + 1, i] = offset[k, i]
+            dyn_hi[k + 1, i] = offset[k, i]
+
+
+@njit("void(f8[:], intp[:], b1, f8[:])", cache=True, nogil=True)
+def gather(src, index, use, out):  # pragma: no cover - numba
+    """out[i] = src[index[i]] when ``use``, else 0 (the shifted warm start, or a cold one)."""
+    for i in range(out.shape[0]):
+        out[i] = src[index[i]] if use else 0.0

@@ -1,0 +1,151 @@
+"""TrajectoryPredictor: constant-velocity fallback, learning, online updates, allocation-free predict."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor
+
+SMALL = dict(
+    max_train=300,
+    hyperopt_points=150,
+    hyperopt_restarts=0,
+    calibration_points=200,
+    max_humans=16,
+    online_capacity=200,
+)
+
+
+def curved_windows(n: int, seed: int, turn: float = 0.08, origin: float = 0.0) -> np.ndarray:
+    """Pedestrians at 1-1.5 m/s turning at a constant rate (sign random), with 2 cm position noise."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 20, 2))
+    for i in range(n):
+        heading = rng.uniform(-np.pi, np.pi)
+        rate = turn * rng.choice([-1.0, 1.0])
+        speed = rng.uniform(1.0, 1.5) * 0.4
+        pos = origin + rng.uniform(-5, 5, size=2)
+        for k in range(20):
+            out[i, k] = pos
+            heading += rate
+            pos = pos + speed * np.array([np.cos(heading), np.sin(heading)])
+    return out + 0.02 * rng.normal(size=out.shape)
+
+
+def cv_prediction(hist: np.ndarray) -> np.ndarray:
+    vel = hist[:, -1] - hist[:, -2]
+    return hist[:, -1][:, None] + np.arange(1, 13)[None, :, None] * vel[:, None]
+
+
+def test_unfitted_predictor_is_constant_velocity_with_growing_variance() -> None:
+    pred = TrajectoryPredictor(PredictorConfig(max_humans=4))
+    pred.warmup()
+    hist = curved_windows(3, 0)[:, :8].copy()
+    mean, var = np.empty((3, 12, 2)), np.empty((3, 12, 2))
+    pred.predict(hist, mean, var)
+    np.testing.assert_allclose(mean, cv_prediction(hist), atol=1e-12)
+    assert np.all(np.isfinite(var)) and np.all(var > 0)
+    assert np.all(np.diff(var.sum(axis=2), axis=1) > 0)
+    pred.predict(np.empty((0, 8, 2)), mean, var)  # M = 0 is a no-op
+    assert pred.stats()["backend"] == "constant_velocity"
+
+
+def test_input_errors_say_how_to_fix() -> None:
+    pred = TrajectoryPredictor(PredictorConfig(max_humans=2))
+    out = np.empty((3, 12, 2))
+    with pytest.raises(RuntimeError, match="warmup"):
+        pred.predict(np.zeros((1, 8, 2)), out, out)
+    pred.warmup()
+    with pytest.raises(ValueError, match="max_humans"):
+        pred.predict(np.zeros((3, 8, 2)), out, out)
+    bad = np.zeros((1, 8, 2))
+    bad[0, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pred.predict(bad, out, out)
+    with pytest.raises(ValueError, match=r"\(M, 8, 2\)"):
+        pred.predict(np.zeros((1, 7, 2)), out, out)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> TrajectoryPredictor:
+    pred = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(curved_windows(400, 1))
+    pred.warmup()
+    return pred
+
+
+def test_fitted_predictor_learns_turning_and_is_calibrated(fitted: TrajectoryPredictor) -> None:
+    test = curved_windows(16, 2)
+    hist = test[:, :8].copy()
+    mean, var = np.empty((16, 12, 2)), np.empty((16, 12, 2))
+    fitted.predict(hist, mean, var)
+    ours = np.linalg.norm(mean - test[:, 8:], axis=2).mean()
+    cv = np.linalg.norm(cv_prediction(hist) - test[:, 8:], axis=2).mean()
+    assert ours < 0.5 * cv
+    inside = (((mean - test[:, 8:]) ** 2 / var).sum(axis=2) <= 5.991).mean()
+    assert inside > 0.8
+    stats = fitted.stats()
+    assert stats["fitted"] and stats["n_train"] == 300 and not stats["sparse"]
+
+
+def test_predict_allocates_nothing_in_steady_state(fitted: TrajectoryPredictor) -> None:
+    fitted.add_windows(curved_windows(30, 5))
+    hist = curved_windows(16, 3)[:, :8].copy()
+    mean, var = np.empty((16, 12, 2)), np.empty((16, 12, 2))
+    fitted.predict(hist, mean, var)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(50):
+            fitted.predict(hist, mean, var)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # one (16 x 300) kernel workspace would be 38 kB; only small view objects may come and go
+    assert current - base < 1024
+    assert peak - base < 4096
+    fitted.reset_online()
+
+
+def veering_windows(n: int, seed: int) -> np.ndarray:
+    """A place where people walk east in a straight line, then veer north (not visible in the history)."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(20)
+    out = np.empty((n, 20, 2))
+    for i in range(n):
+        speed = rng.uniform(0.4, 0.55)
+        out[i, :, 0] = rng.uniform(-3.0, 0.0) + speed * k
+        out[i, :, 1] = rng.normal(0.0, 0.3) + 0.03 * np.clip(k - 7, 0, None) ** 2
+    return out + 0.02 * rng.normal(size=out.shape)
+
+
+def test_online_learning_adapts_to_a_place() -> None:
+    pred = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(curved_windows(300, 1))
+    pred.warmup()
+    local = veering_windows(216, 8)
+    test = local[200:]
+    hist = test[:, :8].copy()
+    mean, var = np.empty((16, 12, 2)), np.empty((16, 12, 2))
+    pred.predict(hist, mean, var)
+    before = np.linalg.norm(mean - test[:, 8:], axis=2).mean()
+    for chunk in np.array_split(local[:200], 10):
+        pred.add_windows(chunk)
+    pred.predict(hist, mean, var)
+    after = np.linalg.norm(mean - test[:, 8:], axis=2).mean()
+    stats = pred.stats()
+    assert stats["n_online"] == 200 and stats["incremental_updates"] == 9 and stats["refits"] == 2
+    assert after < 0.5 * before
+
+
+def test_online_variance_adapts_to_a_noisier_place(fitted: TrajectoryPredictor) -> None:
+    fitted.reset_online()
+    np.testing.assert_array_equal(fitted.col_var_eff_, fitted.col_var_)
+    noisy = curved_windows(200, 11)
+    noisy[:, 8:] += np.random.default_rng(12).normal(0.0, 0.5, size=noisy[:, 8:].shape)
+    fitted.add_windows(noisy)
+    assert np.all(fitted.col_var_eff_ > 2.0 * fitted.col_var_)
+    fitted.reset_online()
+    np.testing.assert_array_equal(fitted.col_var_eff_, fitted.col_var_)

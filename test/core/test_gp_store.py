@@ -1,0 +1,105 @@
+"""diskcache store: round trip, content-derived keys, corrupt and stale entries, default_predictor."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import diskcache
+import numpy as np
+import pytest
+
+from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
+from intent_perf_ros.core.gp.store import StoreError, settings_key
+from intent_perf_ros.datasets import eth_ucy
+
+SMALL = dict(
+    max_train=200,
+    hyperopt_points=100,
+    hyperopt_restarts=0,
+    calibration_points=100,
+    max_humans=8,
+    online_capacity=100,
+)
+
+
+def _windows(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(0.0, 0.05, size=(n, 20, 2)) + rng.uniform(-0.5, 0.5, size=(n, 1, 2))
+    return np.cumsum(steps, axis=1)
+
+
+def _predict(pred: TrajectoryPredictor, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, var = np.empty((len(hist), 12, 2)), np.empty((len(hist), 12, 2))
+    pred.predict(hist, mean, var)
+    return mean, var
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    cfg = PredictorConfig(**SMALL)
+    pred = TrajectoryPredictor(cfg).fit(_windows(300, 0))
+    pred.warmup()
+    key = pred.save(str(tmp_path))
+    assert key == settings_key(cfg) and key == settings_key(PredictorConfig(**SMALL))  # stable, not hash()
+    loaded = TrajectoryPredictor.load(str(tmp_path), PredictorConfig(**SMALL))
+    loaded.warmup()
+    hist = _windows(5, 1)[:, :8].copy()
+    for a, b in zip(_predict(pred, hist), _predict(loaded, hist), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    with pytest.raises(KeyError):
+        TrajectoryPredictor.load(str(tmp_path), PredictorConfig(**{**SMALL, "max_train": 201}))
+
+
+def test_corrupt_entry_is_detected(tmp_path: Path) -> None:
+    cfg = PredictorConfig(**SMALL)
+    key = TrajectoryPredictor(cfg).fit(_windows(200, 0)).save(str(tmp_path))
+    with diskcache.Cache(str(tmp_path)) as cache:
+        entry = cache[key]
+        blob = bytearray(entry["arrays"])
+        blob[len(blob) // 2] ^= 0xFF
+        cache[key] = {**entry, "arrays": bytes(blob)}
+    with pytest.raises(StoreError, match="corrupt"):
+        TrajectoryPredictor.load(str(tmp_path), cfg)
+
+
+def _fake_eth_ucy(directory: Path) -> None:
+    """Tiny files in the ETH/UCY format (frame, id, x, y; frames 10 apart) under the real names."""
+    rng = np.random.default_rng(0)
+    names = [n for files in eth_ucy.SCENE_FILES.values() for n in files] + list(eth_ucy.EXTRA_TRAIN_FILES)
+    for name in names:
+        rows = []
+        for pid in range(6):
+            pos, vel = rng.uniform(-5, 5, size=2), rng.normal(0, 0.4, size=2)
+            for k in range(30):
+                rows.append((10 * (k + pid), pid, *pos))
+                vel = vel + rng.normal(0, 0.03, size=2)
+                pos = pos + vel
+        np.savetxt(directory / name, np.array(rows), delimiter="\t", fmt=["%d", "%d", "%.4f", "%.4f"])
+
+
+def test_default_predictor_builds_stores_loads_and_rebuilds_corrupt(tmp_path: Path, caplog) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _fake_eth_ucy(data)
+    cache = str(tmp_path / "cache")
+    cfg = PredictorConfig(**SMALL)
+    built = default_predictor(cfg, cache, data)
+    assert built.stats()["fitted"]
+    with diskcache.Cache(cache) as store:
+        assert len(store) == 1
+        key = next(iter(store))
+        store[key] = {**store[key], "digest": "0" * 64}
+    with caplog.at_level(logging.WARNING):
+        rebuilt = default_predictor(cfg, cache, data)
+    assert "corrupt" in caplog.text
+    loaded = default_predictor(cfg, cache, data)  # the rebuilt entry is valid again
+    for model in (built, rebuilt, loaded):
+        model.warmup()
+    hist = _windows(3, 2)[:, :8].copy()
+    for a, b in zip(_predict(built, hist), _predict(loaded, hist), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_default_predictor_without_data_is_constant_velocity(tmp_path: Path) -> None:
+    pred = default_predictor(PredictorConfig(**SMALL), str(tmp_path / "cache"), tmp_path / "missing")
+    assert not pred.stats()["fitted"]
