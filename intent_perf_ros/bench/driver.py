@@ -17,8 +17,7 @@ from rclpy.node import Node
 
 from intent_perf_ros.core.scenario import ScenarioConfig, SyntheticScenario
 from intent_perf_ros.msg import ControlStatus, HumanState, NodeStats, TrackedHumans
-from intent_perf_ros.nodes.common import (COMMAND_QOS, CONTROL_QOS, SENSOR_QOS, STATS_TOPIC, stamp_to_ns,
-                                          wall_ns)
+from intent_perf_ros.nodes.common import COMMAND_QOS, CONTROL_QOS, SENSOR_QOS, STATS_TOPIC, stamp_to_ns, wall_ns
 
 STACK_NODES = ("gp_inference_node", "belief_node", "mpc_node")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from rclpy.node import Node
 
-from intent_perf_ros.core.gp.predictor import PredictorConfig, default_predictor
+from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
+from intent_perf_ros.core.shared_models import RedisModelStore, SharedModelError, load_shared_predictor, share_predictor
 from intent_perf_ros.core.tracks import TrackHistory
 from intent_perf_ros.core.validation import HumanSanitizer, StampCheck
 from intent_perf_ros.msg import IntentPrediction, IntentPredictionArray, TrackedHumans
@@ -38,6 +39,7 @@ class GpInferenceNode(Node):
         backend: str = self.declare_parameter("backend", "auto").value
         cache_dir: str = self.declare_parameter("model_cache_dir", "").value or str(default_cache_dir())
         dataset_dir: str = self.declare_parameter("dataset_dir", "").value
+        shared_models_url: str = self.declare_parameter("shared_models_url", "").value
         track_timeout_s: float = self.declare_parameter("track_timeout_s", 2.0).value
         max_future_s: float = self.declare_parameter("max_stamp_future_s", 0.5).value
         max_age_s: float = self.declare_parameter("max_stamp_age_s", 2.0).value
@@ -52,7 +54,7 @@ class GpInferenceNode(Node):
         config = PredictorConfig(obs_steps=obs_steps, pred_steps=pred_steps, step_dt=self.step_dt,
                                  backend=backend, max_humans=self.max_humans)
         # Model load or fit, numba compilation and buffer allocation all happen here, not in a callback.
-        self.predictor = default_predictor(config, cache_dir, dataset_dir or None)
+        self.predictor = self._load_predictor(config, cache_dir, dataset_dir or None, shared_models_url)
         self.predictor.warmup()
         self.tracks = TrackHistory(capacity=self.max_humans, obs_steps=obs_steps, step_dt=self.step_dt,
                                    window=obs_steps + pred_steps, timeout_s=track_timeout_s, max_speed=max_speed)
@@ -76,6 +78,29 @@ class GpInferenceNode(Node):
         if self.online_learning:
             self.create_timer(learn_period_s, self.learn)
         self.get_logger().info(f"ready: {self.predictor.stats()}")
+
+    def _load_predictor(self, config: PredictorConfig, cache_dir: str, dataset_dir: str | None,
+                        shared_models_url: str) -> TrajectoryPredictor:
+        """The fleet's shared model if Redis has one for these settings, else the local store / a fit
+        (shared afterwards). Redis trouble is logged and never stops the node."""
+        if not shared_models_url:
+            return default_predictor(config, cache_dir, dataset_dir)
+        try:
+            store = RedisModelStore(shared_models_url)
+            shared = load_shared_predictor(store, config)
+            if shared is not None:
+                self.get_logger().info(f"GP model loaded from the fleet store {shared_models_url}")
+                return shared
+        except SharedModelError as exc:
+            self.get_logger().warning(f"fleet model store unavailable ({exc}); using the local one")
+            return default_predictor(config, cache_dir, dataset_dir)
+        predictor = default_predictor(config, cache_dir, dataset_dir)
+        if predictor.stats()["fitted"]:
+            try:
+                share_predictor(predictor, store)
+            except SharedModelError as exc:
+                self.get_logger().warning(f"could not share the GP model: {exc}")
+        return predictor
 
     def on_humans(self, msg: TrackedHumans) -> None:
         start = time.perf_counter_ns()

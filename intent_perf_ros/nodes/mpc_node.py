@@ -14,6 +14,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
+from intent_perf_ros.core.cache import QP_STRUCTURES
 from intent_perf_ros.core.mpc.controller import ControlResult, Mode, MPCConfig, MPCController
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 from intent_perf_ros.core.sharding import ShardCycles
@@ -67,7 +68,7 @@ class MpcNode(Node):
             confidence=self.declare_parameter("confidence", 0.95).value,
             time_limit_s=self.declare_parameter("time_limit_s", 0.005).value,
             max_iter=self.declare_parameter("max_iter", 200).value,
-            max_humans=self.max_humans * self.top_k,
+            max_humans=self.max_humans,
             hypotheses_per_human=self.top_k,
         )
         self.controller = MPCController(config)
@@ -238,7 +239,9 @@ class MpcNode(Node):
         self.stats.sent(STATUS_TOPIC)
 
     def _extra_stats(self) -> dict[str, str]:
-        return {f"mpc.{k}": str(v) for k, v in self.controller.stats().items()}
+        extra = {f"mpc.{k}": str(v) for k, v in self.controller.stats().items()}
+        extra.update({f"cache.qp.{k}": str(v) for k, v in QP_STRUCTURES.stats().items()})
+        return extra
 
 
 def main(args: list[str] | None = None) -> None:

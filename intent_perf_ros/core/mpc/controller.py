@@ -19,10 +19,10 @@ from enum import IntEnum
 import numpy as np
 import osqp
 
+from intent_perf_ros.core.cache import cached_problem
 from intent_perf_ros.core.mpc.constraints import HumanConstraints
 from intent_perf_ros.core.mpc.kernels import gather, reference_and_bounds, stage_dynamics
 from intent_perf_ros.core.mpc.model import IOM, IV, IX, IY, NX, UnicycleLinearisation
-from intent_perf_ros.core.mpc.qp import MPCProblem
 from intent_perf_ros.core.mpc.watchdog import StaleInputWatchdog
 
 
@@ -164,7 +164,9 @@ class MPCController:
         settings.update(cfg.osqp_settings)
         self.capacity = cfg.max_humans * cfg.hypotheses_per_human
         slots = min(cfg.obstacle_slots, self.capacity)
-        self.qp = qp = MPCProblem(H, cfg.dt, slots, settings)
+        # The QP structure per (horizon, dt, slots, settings) comes from a byte-bounded LRU: a controller
+        # rebuilt with the same settings (e.g. a horizon restored after degradation) skips the Python build.
+        self.qp = qp = cached_problem(H, cfg.dt, slots, settings)
         self.lin = UnicycleLinearisation(H, cfg.dt, cfg.speed_floor)
         self.humans = HumanConstraints(
             H, cfg.dt, self.capacity, slots, cfg.safety_radius, cfg.confidence, cfg.pass_bias
