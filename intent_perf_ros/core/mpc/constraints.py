@@ -22,7 +22,6 @@ the QP feasible when a human comes too close.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import chi2
 
 from intent_perf_ros.core.mpc.kernels import half_planes, interpolate, min_distance
 from intent_perf_ros.core.mpc.qp import OSQP_INFTY
@@ -50,7 +49,9 @@ class HumanConstraints:
         self.horizon, self.dt, self.capacity, self.slots = horizon, dt, capacity, slots
         self.safety_radius = safety_radius
         self.pass_bias = pass_bias
-        self.kappa = float(np.sqrt(chi2.ppf(confidence, 2)))
+        # chi-square with 2 degrees of freedom has the closed-form quantile -2 ln(1 - p) (scipy.stats
+        # would cost a second of import and tens of MB in the node for one number).
+        self.kappa = float(np.sqrt(-2.0 * np.log1p(-confidence)))
         H = horizon
         # Predictions at the controller's step times dt*(1..H); row j < count is valid.
         self.mean = np.zeros((capacity, H, 2))
