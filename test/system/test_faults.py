@@ -3,6 +3,7 @@ import signal
 
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.experimental import EventsExecutor
 
 from intent_perf_ros.bench.demo import spin_until
@@ -34,9 +35,16 @@ def test_killed_predictor_is_respawned_and_the_robot_waits_for_it(tmp_path):
         def respawning(condition):  # the supervision loop of `intent-perf up --respawn`
             return lambda: bool(stack.poll()) or condition()
 
+        def gp_diagnostic_level() -> int | None:
+            statuses = [s for s in driver.diagnostics.status if s.name == "gp_inference_node: latency"]
+            return int.from_bytes(statuses[0].level, "little") if statuses else None
+
+        # Before the supervisor notices: the MPC slows down and the monitor marks the dead node STALE.
         n_status = len(driver.statuses)
-        assert spin_until(executor, respawning(lambda: any(m in STALE_MODES for m in driver.statuses[n_status:])),
-                          10.0), "the MPC did not react to missing predictions"
+        assert spin_until(executor, lambda: any(m in STALE_MODES for m in driver.statuses[n_status:]), 10.0), \
+            "the MPC did not react to missing predictions"
+        assert spin_until(executor, lambda: gp_diagnostic_level() == DiagnosticStatus.STALE[0], 10.0), \
+            "the monitor did not report the killed node STALE"
         assert spin_until(executor, respawning(lambda: stack.pids()["gp_inference_node"] != old_pid), 10.0)
         assert stack.restarts["gp_inference_node"] == 1
         answered = len(driver.latencies_ms)

@@ -1,0 +1,128 @@
+"""intent-perf bench: the JSON has every key with consistent counts; loss and error are computed right."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from intent_perf_ros.bench import bags, bench, make_bag, report
+
+KEYS_E2E = {"count", "mean", "p50", "p95", "p99", "p999", "max"}
+
+
+def test_topic_loss_from_counter_deltas():
+    before = {
+        "gp_inference_node": {"msgs_in.humans/tracked": 5, "msgs_out.intent/predictions": 5},
+        "mpc_node": {"msgs_in.intent/predictions": 5},
+    }
+    after = {
+        "gp_inference_node": {"msgs_in.humans/tracked": 103, "msgs_out.intent/predictions": 103},
+        "belief_node": {"msgs_in.intent/predictions": 98, "msgs_out.intent/belief": 98},
+        "mpc_node": {
+            "msgs_in.intent/predictions": 103,
+            "msgs_in.intent/belief": 98,
+            "msgs_in.odom": 100,
+            "msgs_in.goal_pose": 4,
+        },
+    }
+    taps = {"intent/predictions": 98, "intent/belief": 98, "cmd_vel": 97}
+    topics = bench.topic_loss(before, after, {"humans/tracked": 100, "odom": 100, "goal_pose": 4}, taps)
+    assert topics["humans/tracked"] == {"published": 100, "received": {"gp_inference_node": 98}, "lost": 2}
+    assert topics["intent/predictions"]["lost"] == 0 + 0 + 0  # belief 98 of 98 published, mpc 98, bench 98
+    assert topics["cmd_vel"] == {"published": 98, "received": {"bench": 97}, "lost": 1}
+    listen = bench.topic_loss(before, after, {"humans/tracked": 100, "odom": None, "goal_pose": None}, taps)
+    assert listen["odom"]["published"] is None and listen["odom"]["lost"] == 0
+
+
+def test_prediction_error_against_ground_truth(tmp_path):
+    make_bag.make_bag(tmp_path / "bag", humans=2, rate_hz=10.0, duration_s=8.0, seed=2)
+    bag = bags.read_bag(tmp_path / "bag")
+    stamp, truth = next(bags.iter_humans(bag, bag.ground_truth[10:]))
+    later = {s: m for s, m in bags.iter_humans(bag, bag.ground_truth)}
+    # A perfect predictor: the true positions 0.4 s, 0.8 s ahead.
+    step_dt, steps = 0.4, 2
+    future = [later[stamp + round(k * step_dt * 1e9)] for k in range(1, steps + 1)]
+    predictions = []
+    for i, h in enumerate(truth.humans):
+        predictions.append(
+            SimpleNamespace(
+                id=h.id,
+                x=h.x,
+                y=h.y,
+                vx=0.0,
+                vy=0.0,
+                mean_x=np.array([f.humans[i].x for f in future]),
+                mean_y=np.array([f.humans[i].y for f in future]),
+            )
+        )
+    msg = SimpleNamespace(
+        header=SimpleNamespace(stamp=SimpleNamespace(sec=7, nanosec=0)),
+        step_dt=step_dt,
+        horizon_steps=steps,
+        predictions=predictions,
+    )
+    score = bench.score_predictions([msg], {7 * 10**9: stamp}, bag)
+    assert score["count"] == 2
+    assert score["ade_m"] == pytest.approx(0.0, abs=1e-9) and score["fde_m"] == pytest.approx(0.0, abs=1e-9)
+    assert score["cv_fde_m"] > 0.5  # standing still is wrong for walking humans
+
+
+@pytest.mark.system
+def test_bench_on_a_tiny_bag(tmp_path):
+    bag_dir = tmp_path / "bag"
+    make_bag.make_bag(bag_dir, humans=3, rate_hz=20.0, duration_s=3.0, seed=1)
+    # No training data: the GP node starts in a second with its constant-velocity predictor (what is
+    # tested here is the bench, not the model).
+    (tmp_path / "no_data").mkdir()
+    fast_start = {"gp_inference_node": ["-p", f"dataset_dir:={tmp_path / 'no_data'}"]}
+    run = bench.run_bench(
+        bags.read_bag(bag_dir),
+        1.0,
+        log_dir=tmp_path / "logs",
+        progress=False,
+        ros_args=fast_start,
+        startup_timeout_s=240.0,
+    )
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps(bench.finite(run.result), allow_nan=False))
+    report.write_report(run, tmp_path / "report")
+    result = json.loads(out.read_text())
+    assert result["exit_codes"] == dict.fromkeys(result["rss_mb"], 0), f"see the logs in {tmp_path / 'logs'}"
+
+    assert set(result["e2e_ms"]) == KEYS_E2E
+    e = result["e2e_ms"]
+    assert 0 < e["p50"] <= e["p95"] <= e["p99"] <= e["p999"] <= e["max"] < 1000
+    obs = result["observations"]
+    assert obs["sent"] == 60 == result["topics"]["humans/tracked"]["published"]
+    assert obs["answered"] + obs["unanswered"] == obs["sent"] and e["count"] == obs["answered"]
+    assert obs["answered"] >= 55
+    # Every observation holds 3 humans: predictions per second are 3x observations per second.
+    assert result["throughput_predictions_per_s"] == pytest.approx(
+        3 * result["throughput_observations_per_s"]
+    )
+    assert result["throughput_predictions_per_s"] > 0
+    assert result["lost_messages"] == sum(t["lost"] for t in result["topics"].values())
+    assert result["topics"]["odom"]["published"] == 60 and result["topics"]["goal_pose"]["published"] == 3
+    assert set(result["rss_mb"]) == {"gp_inference_node", "belief_node", "mpc_node", "monitor_node"}
+    assert all(v > 20 for v in result["rss_mb"].values())
+    assert result["rss_total_mb"] == pytest.approx(sum(result["rss_mb"].values()))
+    assert set(result["stages_ms"]) == set(result["stage_cost_ms"]) == {"prediction", "belief", "control"}
+    assert result["stages_ms"]["prediction"]["p50"] <= e["p50"]
+    assert result["deadline_misses"] >= obs["unanswered"]
+    assert result["predictions_error"] is None or math.isfinite(result["predictions_error"]["ade_m"])
+    assert {g["name"] for g in result["goals"]} == {
+        "e2e_p95_ms",
+        "e2e_p999_ms",
+        "lost_messages",
+        "rss_total_mb",
+    }
+    pages = tmp_path / "report"
+    assert {p.name for p in pages.iterdir()} == {
+        "report.md",
+        "latency_histogram.png",
+        "latency_over_time.png",
+        "rss_over_time.png",
+    }
+    assert "observation -> command" in (pages / "report.md").read_text()
