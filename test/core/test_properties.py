@@ -200,12 +200,26 @@ def test_track_history_with_id_churn_and_equal_stamps(observations):
         xy = np.array([r[1:] for r in rows], dtype=np.float64).reshape(n, 2)
         tracks.observe(t, ids, xy, n)
         assert len(tracks) <= CAPACITY
-        assert len(set(tracks.slots[:n].tolist())) == n, "distinct humans get distinct slots"
         out = np.zeros((CAPACITY, OBS, 2))
         tracks.history(np.zeros((n, 2)), n, out)
         assert np.isfinite(out[:n]).all()
         windows = tracks.take_windows()
         assert np.isfinite(windows).all()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: tracks.py:203 TrackHistory._slot_for evicts argmin(_last_seen) while "
+                   "a slot given to a new id earlier in the same observe() still has _last_seen=-inf, so two new "
+                   "ids of one message share a slot and one is predicted from the other's observations")
+@settings(max_examples=50, deadline=None)
+@given(first=st.lists(st.integers(0, 20), min_size=2, max_size=2, unique=True),
+       second=st.lists(st.integers(21, 40), min_size=2, max_size=2, unique=True),
+       dt=st.sampled_from([0.0, 0.1]))
+@example(first=[1, 2], second=[3, 4], dt=0.1)
+def test_new_ids_of_one_message_get_distinct_slots_when_the_pool_is_full(first, second, dt):
+    tracks = TrackHistory(capacity=2, obs_steps=OBS, step_dt=STEP_DT, window=OBS + PRED)
+    tracks.observe(100.0, np.array(first, dtype=np.int64), np.array([[0.0, 0.0], [5.0, 0.0]]), 2)
+    tracks.observe(100.0 + dt, np.array(second, dtype=np.int64), np.array([[0.0, 3.0], [5.0, 3.0]]), 2)
+    assert tracks.slots[0] != tracks.slots[1], "two humans of one message share a history slot"
 
 
 @pytest.mark.xfail(strict=True, reason="bug: a finite but huge velocity passes HumanSanitizer (it only checks "
@@ -288,20 +302,6 @@ def test_belief_update_rejects_non_finite_inputs(belief_config, rows, where, bad
     result = tracker.update(1.0, ids, xy, vxy, gp, STEP_DT)
     assert np.isfinite(result.probabilities).all()
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-9)
-
-
-@pytest.mark.xfail(strict=True, reason="bug: belief_node forwards prediction messages to BeliefTracker.update "
-                   "without its own checks; a non-finite field raises ValueError inside the callback, which "
-                   "guarded() counts as an error, and the beliefs of every other human in that message are lost")
-def test_belief_node_input_path_drops_only_the_bad_human(belief_config):
-    """Replays BeliefNode.on_predictions' copy loop; a node with its own rule would drop the NaN row, count
-    it, and still update the others."""
-    tracker = BeliefTracker(belief_config)
-    ids = np.array([1, 2], dtype=np.int64)
-    xy = np.array([[0.0, 0.0], [math.nan, 1.0]])  # as copied from IntentPrediction.x/y by the node
-    vxy = np.zeros((2, 2))
-    result = tracker.update(1.0, ids, xy, vxy, None, STEP_DT)  # the node calls exactly this
-    assert np.isfinite(result.probabilities[0]).all()
 
 
 @PROPERTY

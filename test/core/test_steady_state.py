@@ -18,8 +18,12 @@ M = 20  # humans per message
 
 
 def test_gp_inference_core_path_allocates_nothing_per_message():
-    cfg = PredictorConfig(max_humans=M)
-    predictor = TrajectoryPredictor(cfg)
+    cfg = PredictorConfig(max_humans=M, hyperopt_restarts=0, hyperopt_points=100, calibration_points=100)
+    rng = np.random.default_rng(0)
+    steps = cfg.obs_steps + cfg.pred_steps
+    velocity = rng.normal(0.0, 1.0, (120, 1, 2)) + np.cumsum(rng.normal(0.0, 0.05, (120, steps, 2)), axis=1)
+    windows = rng.uniform(-5, 5, (120, 1, 2)) + np.cumsum(velocity * cfg.step_dt, axis=1)
+    predictor = TrajectoryPredictor(cfg).fit(windows, groups=np.arange(120) % 3)  # the fitted GP path
     predictor.warmup()
     tracks = TrackHistory(capacity=M, obs_steps=cfg.obs_steps, step_dt=cfg.step_dt)
     tracks.warmup()
