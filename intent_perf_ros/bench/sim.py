@@ -24,6 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from intent_perf_ros.core.belief.decision import BEHAVIOURS, METHODS, BehaviourSelector, outcome_reward
 from intent_perf_ros.core.mpc.controller import Mode, MPCConfig, MPCController
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 from intent_perf_ros.core.mpc.model import unicycle_step
@@ -83,14 +84,29 @@ def run_scenario(
     pred_dt: float = 0.2,
     pred_steps: int = 12,
     scenario: ScenarioConfig | None = None,
+    behaviour: str = "proceed",
+    decision_period_s: float = 2.0,
+    seed: int = 0,
 ) -> dict:
-    """Simulate one scenario until the goal is reached or ``max_time_s``; returns the report row."""
+    """Simulate one scenario until the goal is reached or ``max_time_s``; returns the report row.
+
+    ``behaviour``: a fixed behaviour of the decision layer (``BEHAVIOURS``), or ``"ucb"`` /
+    ``"thompson"`` to let the Bayesian decision layer choose one every ``decision_period_s``,
+    rewarded with the period's progress and clearance (``outcome_reward``), as belief_node does.
+    """
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
+    if behaviour not in (*BEHAVIOURS, *METHODS):
+        raise ValueError(f"behaviour must be one of {BEHAVIOURS} or a decision method {METHODS}, got {behaviour!r}")
     scen_cfg = scenario if scenario is not None else SCENARIOS[name]
     cfg = config or MPCConfig()
     ctrl = MPCController(cfg)
     ctrl.warmup()
+    selector = BehaviourSelector(method=behaviour, seed=seed) if behaviour in METHODS else None
+    choice = selector.select() if selector else None
+    ctrl.set_behaviour(choice[1] if choice else behaviour)
+    period_steps = max(round(decision_period_s / cfg.dt), 1)
+    period_start_dist, period_clearance = None, math.inf
     world = (HeadOnScenario if name == "head_on" else SyntheticScenario)(scen_cfg)
     goal = np.asarray(scen_cfg.robot_goal, dtype=np.float64)
     start = np.asarray(scen_cfg.robot_start, dtype=np.float64)
@@ -132,12 +148,24 @@ def run_scenario(
         state = unicycle_step(state, res.v, res.omega, dt)
         world.step(dt)
         if scen_cfg.humans:
-            min_dist = min(min_dist, _segment_min_distance(rel0, world.xy - state[:2]))
+            step_dist = _segment_min_distance(rel0, world.xy - state[:2])
+            min_dist = min(min_dist, step_dist)
+            period_clearance = min(period_clearance, step_dist)
+        if selector is not None:
+            if period_start_dist is None:
+                period_start_dist = res.goal_distance
+            if (k + 1) % period_steps == 0:
+                clearance = period_clearance if math.isfinite(period_clearance) else 10.0
+                selector.update(choice[0], outcome_reward(period_start_dist - res.goal_distance, clearance, 0.0))
+                choice = selector.select()
+                ctrl.set_behaviour(choice[1])
+                period_start_dist, period_clearance = res.goal_distance, math.inf
     steps = np.asarray(step_ms)
     return {
         "scenario": name,
         "humans": scen_cfg.humans,
         "predictor": predictor,
+        "behaviour": behaviour,
         "goal_reached": reached_at is not None,
         "time_to_goal_s": reached_at,
         "min_distance_m": min_dist if math.isfinite(min_dist) else None,
@@ -168,13 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         default="cv",
         help="cv: constant velocity; belief: cv + goal-directed hypotheses from the BeliefTracker",
     )
+    ap.add_argument("--behaviour", default="proceed", choices=(*BEHAVIOURS, *METHODS),
+                    help="fixed behaviour, or ucb/thompson: the Bayesian decision layer chooses every 2 s")
     ap.add_argument("--horizon", type=int, default=20)
     ap.add_argument("--max-time", type=float, default=60.0, help="seconds of simulated time per scenario")
     ap.add_argument("--json", metavar="PATH", help="write the report rows as JSON")
     args = ap.parse_args(argv)
     cfg = replace(MPCConfig(), horizon=args.horizon)
     rows = [
-        run_scenario(name, cfg, args.predictor, args.max_time) for name in args.scenario or list(SCENARIOS)
+        run_scenario(name, cfg, args.predictor, args.max_time, behaviour=args.behaviour)
+        for name in args.scenario or list(SCENARIOS)
     ]
     head = (
         f"{'scenario':<12} {'humans':>6} {'reached':>7} {'time_s':>7} {'min_dist_m':>10} {'fallbacks':>9} "

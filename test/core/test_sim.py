@@ -40,3 +40,14 @@ def test_main_writes_json(tmp_path):
     assert sim.main(["--scenario", "empty", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["all_ok"] and data["rows"][0]["scenario"] == "empty" and data["rows"][0]["goal_reached"]
+
+
+def test_decision_layer_reaches_the_goal_sooner_than_a_fixed_conservative_behaviour_and_stays_safe():
+    from intent_perf_ros.bench.sim import run_scenario
+
+    conservative = run_scenario("crossing", predictor="belief", behaviour="slow")
+    for method in ("ucb", "thompson"):
+        decided = run_scenario("crossing", predictor="belief", behaviour=method)
+        assert decided["goal_reached"] and conservative["goal_reached"]
+        assert decided["time_to_goal_s"] < conservative["time_to_goal_s"]
+        assert not decided["below_safety_radius"]
