@@ -15,6 +15,7 @@ DELEGATED = {
     "bench-gp": ("intent_perf_ros.bench.gp_benchmark", "GP predict/update micro-benchmark vs scikit-learn"),
     "bench-mpc": ("intent_perf_ros.bench.mpc_benchmark", "MPC step micro-benchmark vs cvxpy"),
     "bench-belief": ("intent_perf_ros.bench.belief_benchmark", "belief update micro-benchmark vs numpy/filterpy"),
+    "bench-gpu": ("intent_perf_ros.bench.gpu_benchmark", "GP on torch (CUDA when present) vs numpy, crossover"),
     "first-callback": ("intent_perf_ros.bench.first_callback", "first call vs steady state of each core after warm-up"),
 }
 
