@@ -167,7 +167,7 @@ class TrackHistory:
         """
         self._expire(t)
         for i in range(n):
-            self.slots[i] = self._slot_for(int(ids[i]), t)
+            self.slots[i] = self._slot_for(int(ids[i]), self.slots[:i])
         fresh = self._last_seen[self.slots[:n]] < t
         if not fresh.all():
             self.out_of_order += int(n - fresh.sum())
@@ -195,12 +195,16 @@ class TrackHistory:
         self._pending_n[0] = 0
         return self._pending[:count]
 
-    def _slot_for(self, track_id: int, t: float) -> int:
+    def _slot_for(self, track_id: int, claimed: np.ndarray) -> int:
+        """The slot of ``track_id``, taking a free one or evicting the stalest one not ``claimed``
+        by an earlier human of the same message (a new slot's last_seen is -inf until observed)."""
         slot = self._slot_of.get(track_id)
         if slot is not None:
             return slot
         if not self._free:
-            victim = int(np.argmin(self._last_seen))
+            candidates = self._last_seen.copy()
+            candidates[claimed] = np.inf
+            victim = int(np.argmin(candidates))
             self._release(victim)
             self.evictions += 1
         slot = self._free.pop()

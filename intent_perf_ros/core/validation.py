@@ -1,9 +1,11 @@
 """Input repair rules shared by the nodes: what is dropped, what is repaired, and how it is counted.
 
 Rules (each applies per human of a TrackedHumans message):
-- non-finite position: the human is dropped (nothing trustworthy is left to predict from);
-- finite position with non-finite velocity: velocity repaired to zero (the predictor's history
-  still carries the motion) and counted as repaired;
+- non-finite position, or one farther than ``max_abs_position`` from the origin on an axis (no map
+  is that large; such values are tracker garbage and would overflow squared distances downstream):
+  the human is dropped (nothing trustworthy is left to predict from);
+- a velocity that is non-finite or faster than ``max_speed``: repaired to zero (the predictor's
+  history still carries the motion) and counted as repaired;
 - a repeated id within one message: the later entry wins (a tracker that repeats an id sends its
   newest estimate last), earlier ones are dropped;
 - more humans than the capacity: the first ``capacity`` (tracker order) are kept, the rest dropped.
@@ -19,19 +21,20 @@ from intent_perf_ros.core.sharding import shard_of
 
 
 @numba.njit(cache=True)
-def _sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, out):  # pragma: no cover - compiled
+def _sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, max_abs_position, max_speed,
+              out):  # pragma: no cover - compiled
     dropped = 0
     repaired = 0
     keep = 0
     for i in range(n):
         if shard_count > 1 and shard_of(ids[i], shard_count) != shard_index:
             continue
-        if not (np.isfinite(xy[i, 0]) and np.isfinite(xy[i, 1])):
+        if not (abs(xy[i, 0]) <= max_abs_position and abs(xy[i, 1]) <= max_abs_position):  # NaN fails too
             dropped += 1
             continue
         duplicate = False
         for j in range(i + 1, n):
-            if ids[j] == ids[i] and np.isfinite(xy[j, 0]) and np.isfinite(xy[j, 1]):
+            if ids[j] == ids[i] and abs(xy[j, 0]) <= max_abs_position and abs(xy[j, 1]) <= max_abs_position:
                 duplicate = True
                 break
         if duplicate:
@@ -40,7 +43,7 @@ def _sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, out):  # prag
         if keep >= capacity:
             dropped += 1
             continue
-        if not (np.isfinite(vxy[i, 0]) and np.isfinite(vxy[i, 1])):
+        if not (vxy[i, 0] * vxy[i, 0] + vxy[i, 1] * vxy[i, 1] <= max_speed * max_speed):  # NaN/inf fail
             vxy[i, 0] = 0.0
             vxy[i, 1] = 0.0
             repaired += 1
@@ -58,13 +61,15 @@ def _sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, out):  # prag
 class HumanSanitizer:
     """Applies the rules above in place; the counters array is preallocated and reused."""
 
-    def __init__(self, capacity: int, shard_index: int = 0, shard_count: int = 1) -> None:
+    def __init__(self, capacity: int, shard_index: int = 0, shard_count: int = 1, max_abs_position: float = 1e5,
+                 max_speed: float = 10.0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         if not 0 <= shard_index < max(shard_count, 1):
             raise ValueError(f"need 0 <= shard_index ({shard_index}) < shard_count ({shard_count})")
         self.capacity = capacity
         self.shard_index, self.shard_count = shard_index, max(shard_count, 1)
+        self.max_abs_position, self.max_speed = max_abs_position, max_speed
         self._out = np.zeros(3, dtype=np.int64)
 
     def warmup(self) -> None:
@@ -74,7 +79,8 @@ class HumanSanitizer:
 
     def apply(self, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, n: int) -> tuple[int, int, int]:
         """Compact the valid rows of the first ``n`` to the front; return ``(n_valid, dropped, repaired)``."""
-        _sanitize(ids, xy, vxy, n, self.capacity, self.shard_index, self.shard_count, self._out)
+        _sanitize(ids, xy, vxy, n, self.capacity, self.shard_index, self.shard_count, self.max_abs_position,
+                  self.max_speed, self._out)
         return int(self._out[0]), int(self._out[1]), int(self._out[2])
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from rclpy.node import Node
 
 from intent_perf_ros.core.belief.decision import BehaviourSelector, outcome_reward
+from intent_perf_ros.core.belief.model import MAX_COORDINATE, MAX_SPEED
 from intent_perf_ros.core.belief.tracker import BeliefConfig, BeliefTracker
 from intent_perf_ros.msg import BeliefArray, BeliefState, ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import CONTROL_QOS, DERIVED_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
@@ -79,6 +80,7 @@ class BeliefNode(Node):
             if len(p.mean_x) >= steps and len(p.mean_y) >= steps:
                 self._pred[i, :steps, 0] = p.mean_x[:steps]
                 self._pred[i, :steps, 1] = p.mean_y[:steps]
+        n = self._drop_implausible(n, steps)
         out = BeliefArray()
         out.header = msg.header
         out.goal_labels = self._labels
@@ -91,6 +93,26 @@ class BeliefNode(Node):
         self.publisher.publish(out)
         self.stats.sent(BELIEF_TOPIC, stamp_to_ns(msg.header.stamp))
         self.stats.callback_done(start)
+
+    def _drop_implausible(self, n: int, steps: int) -> int:
+        """Rule: a prediction with a non-finite or implausible value (beyond the tracker's limits) or a
+        repeated id is dropped and counted; the other humans of the message are still assimilated."""
+        xy, vxy, pred = self._xy[:n], self._vxy[:n], self._pred[:n, :steps]
+        ok = ((np.abs(xy) <= MAX_COORDINATE).all(axis=1) & (np.abs(vxy) <= MAX_SPEED).all(axis=1)
+              & np.isfinite(pred).all(axis=(1, 2)))
+        _, first = np.unique(self._ids[:n][::-1], return_index=True)  # the last entry of an id wins
+        unique = np.zeros(n, dtype=bool)
+        unique[n - 1 - first] = True
+        ok &= unique
+        if ok.all():
+            return n
+        keep = np.flatnonzero(ok)
+        for buffer in (self._ids, self._xy, self._vxy, self._pred):
+            buffer[:keep.size] = buffer[keep]
+        self.stats.dropped += n - keep.size
+        self.get_logger().warning(f"dropping {n - keep.size} predictions with non-finite or implausible values "
+                                  "or a repeated id", throttle_duration_sec=5.0)
+        return int(keep.size)
 
     def _belief_state(self, result, i: int) -> BeliefState:
         state = BeliefState()

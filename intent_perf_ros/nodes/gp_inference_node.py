@@ -18,6 +18,7 @@ from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS, NodeStatistics
 
 HUMANS_TOPIC = "humans/tracked"
 PREDICTIONS_TOPIC = "intent/predictions"
+UNSURE_VARIANCE = 4.0  # [m^2] per axis: a 2 m standard deviation when a prediction had to be repaired
 
 
 def default_cache_dir() -> Path:
@@ -138,9 +139,21 @@ class GpInferenceNode(Node):
             self.tracks.observe(stamp_s, self._ids, self._xy, n)
             self.tracks.history(self._vxy, n, self._history)
             self.predictor.predict(self._history[:n], self._mean[:n], self._var[:n])
+            if not (np.isfinite(self._mean[:n]).all() and np.isfinite(self._var[:n]).all()):
+                self._repair_predictions(n)
         self.publisher.publish(self._to_message(msg.header, n))
         self.stats.sent(PREDICTIONS_TOPIC, stamp_to_ns(msg.header.stamp))
         self.stats.callback_done(start)
+
+    def _repair_predictions(self, n: int) -> None:
+        """Never publish NaN: a human whose prediction is not finite is predicted to stand still with a
+        wide spread (what the MPC avoids most conservatively); counted as an error."""
+        bad = ~(np.isfinite(self._mean[:n]).all(axis=(1, 2)) & np.isfinite(self._var[:n]).all(axis=(1, 2)))
+        self._mean[:n][bad] = self._xy[:n][bad][:, None, :]
+        self._var[:n][bad] = UNSURE_VARIANCE
+        self.stats.errors += 1
+        self.get_logger().error(f"non-finite GP prediction for {int(bad.sum())} humans replaced by a standing "
+                                "prediction", throttle_duration_sec=5.0)
 
     def _to_message(self, header, n: int) -> IntentPredictionArray:
         out = IntentPredictionArray()

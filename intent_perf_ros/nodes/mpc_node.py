@@ -151,6 +151,12 @@ class MpcNode(Node):
     def on_predictions(self, msg: IntentPredictionArray) -> None:
         start = time.perf_counter_ns()
         self.stats.received(PREDICTIONS_TOPIC)
+        if not (0.0 < msg.step_dt < 60.0) or not msg.horizon_steps > 0:  # NaN fails too
+            # Not counted as fresh: the watchdog keeps slowing the robot down if only such messages come.
+            self.stats.dropped += 1
+            self.get_logger().warning(f"dropping predictions with step_dt {msg.step_dt} s and horizon_steps "
+                                      f"{msg.horizon_steps}", throttle_duration_sec=5.0)
+            return
         self._last_predictions = time.monotonic()
         shards = max(msg.shard_count, 1)
         if shards == 1:
@@ -162,8 +168,8 @@ class MpcNode(Node):
             if parts is None:
                 return
         steps = min(int(msg.horizon_steps), self._pred_mean.shape[1])
-        step_dt = float(msg.step_dt) or 0.4
-        n = self._load(parts, steps) if steps else 0
+        step_dt = float(msg.step_dt)
+        n = self._load(parts, steps)
         count = self._expand(n, steps, step_dt, self._goals.shape[0] > 0)
         width = max(steps, 1)
         self._control(stamp_to_ns(msg.header.stamp), self._hyp_mean[:count, :width], self._hyp_var[:count, :width],

@@ -44,6 +44,10 @@ ERR_DUPLICATE = -2
 ERR_TIME = -3
 
 
+MAX_COORDINATE = 1e5  # [m] no map is larger; the nodes' input rules drop humans beyond it
+MAX_SPEED = 1e3  # [m/s]
+
+
 @njit(cache=True)
 def check_inputs(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, gp: np.ndarray, use_gp: bool
                  ) -> int:
@@ -52,7 +56,8 @@ def check_inputs(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, gp:
     m = ids.shape[0]
     for i in range(m):
         for j in range(2):
-            if not (math.isfinite(xy[i, j]) and math.isfinite(vxy[i, j])):
+            # NaN and infinity fail these comparisons too; beyond the limits squared distances overflow.
+            if not (abs(xy[i, j]) <= MAX_COORDINATE and abs(vxy[i, j]) <= MAX_SPEED):
                 return ERR_NONFINITE
         for j in range(i):
             if ids[j] == ids[i]:
@@ -124,6 +129,10 @@ def log_i0e(kappa: float) -> float:
     return -0.5 * math.log(2.0 * math.pi * kappa) + math.log(1.0 + inv / 8.0 + 9.0 * inv * inv / 128.0)
 
 
+# A predicted displacement longer than this (m) over the horizon is no walk; it also keeps dn^2 finite.
+MAX_GP_DISPLACEMENT = 1e4
+
+
 @njit(cache=True)
 def gp_loglik(i: int, x: float, y: float, gp: np.ndarray, goals: np.ndarray, params: np.ndarray,
               out: np.ndarray) -> None:
@@ -139,10 +148,14 @@ def gp_loglik(i: int, x: float, y: float, gp: np.ndarray, goals: np.ndarray, par
     hp = gp.shape[1]
     dx = gp[i, hp - 1, 0] - x
     dy = gp[i, hp - 1, 1] - y
-    dn = math.sqrt(dx * dx + dy * dy)
+    dn = math.hypot(dx, dy)
+    k_goals = goals.shape[0]
+    if not dn < MAX_GP_DISPLACEMENT:  # beyond any walk (or non-finite): the prediction carries no evidence
+        for k in range(k_goals + 1):
+            out[k] = 0.0
+        return
     sig = params[P_GP_SIGMA]
     kappa = params[P_GP_WEIGHT] * dn * dn / (sig * sig)
-    k_goals = goals.shape[0]
     for k in range(k_goals):
         gx = goals[k, 0] - x
         gy = goals[k, 1] - y

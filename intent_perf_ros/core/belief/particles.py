@@ -186,7 +186,7 @@ def resample_slot(s: int, floor: int, px: np.ndarray, py: np.ndarray, pvx: np.nd
         mk = masses[k]
         # Within-group weights w_i / m_k; a group whose mass underflowed to 0 is resampled uniformly.
         uni = not (mk > 0.0)
-        scale = 1.0 / counts[k] if uni else 1.0 / mk
+        scale = 1.0 / max(counts[k], 1) if uni else 1.0 / mk  # an empty group draws no particle
         step = 1.0 / nk
         target = uniform(rng) * step
         cum = 0.0

@@ -257,7 +257,8 @@ class BeliefTracker:
                 self._active, self._last_t, self._prob, self._state, self._ll, self._counters, self._out_prob,
                 self._out_ent, self._out_ess, self._out_ml, self._out_tracked, self._out_slot)
         if code == model.ERR_NONFINITE:
-            raise ValueError("t, xy, vxy or pred_mean contain NaN or infinity; "
+            raise ValueError(f"t, xy, vxy or pred_mean contain NaN, infinity, positions beyond "
+                             f"+-{model.MAX_COORDINATE:g} m or speeds beyond {model.MAX_SPEED:g} m/s; "
                              "drop those humans before update()")
         if code == model.ERR_DUPLICATE:
             raise ValueError("ids contain duplicates; give each human one row per update")
