@@ -34,9 +34,10 @@ from dataclasses import dataclass
 # The order each node degrades in (index = level). A node should move by one level at a time and apply
 # everything of the levels above it too (each level is cumulative).
 NODE_LEVELS: dict[str, tuple[str, ...]] = {
-    # gp_inference_node: stop feeding the online place GP (its update is the O(n^2) part), then swap the
-    # exact motion GP for the sparse one, then constant velocity with the prior variance (no GP at all).
-    "gp_inference_node": ("full", "no_online_learning", "sparse", "constant_velocity"),
+    # gp_inference_node: stop feeding the online place GP (its update is the O(n^2) part), then constant
+    # velocity with the prior variance (no GP at all). The fitted motion GP is already sparse above
+    # PredictorConfig.sparse_threshold windows, so there is no separate exact -> sparse step.
+    "gp_inference_node": ("full", "no_online_learning", "constant_velocity"),
     # belief_node: particle filter with fewer particles, then the discrete Bayes filter.
     "belief_node": ("full", "fewer_particles", "bayes"),
     # mpc_node: shorter horizon, then fewer intent hypotheses per human (top-1: the GP prediction only).

@@ -4,6 +4,7 @@ from __future__ import annotations
 import array
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 from rclpy.node import Node
@@ -11,6 +12,7 @@ from rclpy.node import Node
 from intent_perf_ros.core.belief.decision import BehaviourSelector, outcome_reward
 from intent_perf_ros.core.belief.model import MAX_COORDINATE, MAX_SPEED
 from intent_perf_ros.core.belief.tracker import BeliefConfig, BeliefTracker
+from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.msg import BeliefArray, BeliefState, ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import CONTROL_QOS, DERIVED_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
 
@@ -37,19 +39,28 @@ class BeliefNode(Node):
         decision_period_s: float = self.declare_parameter("decision_period_s", 2.0).value
         seed: int = self.declare_parameter("seed", 0).value
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+        budget_ms: float = self.declare_parameter("cycle_budget_ms", 4.0).value
         # Sharding: belief shard i follows the humans of prediction shard i (the same id hash).
         self.shard_index: int = self.declare_parameter("shard_index", 0).value
         self.shard_count: int = self.declare_parameter("shard_count", 1).value
 
-        self.tracker = BeliefTracker(BeliefConfig(
+        config = BeliefConfig(
             goals=np.column_stack([goals_x, goals_y]).astype(np.float64), labels=tuple(labels), mode=mode,
-            particles=particles, capacity=self.capacity, track_timeout_s=track_timeout_s, seed=seed))
-        self.tracker.warmup()
+            particles=particles, capacity=self.capacity, track_timeout_s=track_timeout_s, seed=seed)
+        # Degradation (particle mode): a quarter of the particles, then the discrete Bayes filter. All
+        # trackers are built and warmed up now; switching starts the new one's beliefs from the prior.
+        self.trackers = [BeliefTracker(config)]
+        if mode == "particle":
+            self.trackers += [BeliefTracker(replace(config, particles=max(particles // 4, 4 * (len(goals_x) + 1)))),
+                              BeliefTracker(replace(config, mode="bayes"))]
+        for tracker in self.trackers:
+            tracker.warmup()
+        levels = NODE_LEVELS["belief_node"][:len(self.trackers)]
         self.selector = BehaviourSelector(method=method, seed=seed)
         self._behaviour = self.selector.select()
         self._progress_start: float | None = None
         self._latest_status: ControlStatus | None = None
-        self._labels = list(self.tracker.labels)
+        self._labels = list(self.trackers[0].labels)
         self._goals_x = array.array("d", [*goals_x, math.nan])
         self._goals_y = array.array("d", [*goals_y, math.nan])
         self._ids = np.zeros(self.capacity, dtype=np.int64)
@@ -57,7 +68,7 @@ class BeliefNode(Node):
         self._vxy = np.zeros((self.capacity, 2))
         self._pred = np.zeros((self.capacity, 64, 2))
 
-        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
+        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats, DegradationLadder(levels, budget_ms))
         self.publisher = self.create_publisher(BeliefArray, BELIEF_TOPIC, DERIVED_QOS)
         self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.stats.guarded(self.on_predictions),
                                  DERIVED_QOS)
@@ -93,6 +104,11 @@ class BeliefNode(Node):
         self.publisher.publish(out)
         self.stats.sent(BELIEF_TOPIC, stamp_to_ns(msg.header.stamp))
         self.stats.callback_done(start)
+
+    @property
+    def tracker(self) -> BeliefTracker:
+        """The tracker of the current degradation level."""
+        return self.trackers[self.stats.ladder.level]
 
     def _drop_implausible(self, n: int, steps: int) -> int:
         """Rule: a prediction with a non-finite or implausible value (beyond the tracker's limits) or a

@@ -12,6 +12,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from threadpoolctl import threadpool_limits
 
+from intent_perf_ros.core.degradation import DegradationLadder
 from intent_perf_ros.core.stats import LatencyWindow, ProcessSampler
 from intent_perf_ros.msg import NodeStats
 
@@ -51,9 +52,11 @@ class NodeStatistics:
     or synchronised clocks).
     """
 
-    def __init__(self, node: Node, period_s: float, extra: Callable[[], dict[str, str]] | None = None) -> None:
+    def __init__(self, node: Node, period_s: float, extra: Callable[[], dict[str, str]] | None = None,
+                 ladder: DegradationLadder | None = None) -> None:
         self._node = node
         self._extra = extra
+        self.ladder = ladder
         self.callback_ms = LatencyWindow()
         self.e2e_ms = LatencyWindow()
         self.msgs_in = self.msgs_out = self.dropped = self.repaired = self.errors = 0
@@ -91,7 +94,16 @@ class NodeStatistics:
         return guarded_callback
 
     def callback_done(self, start_ns: int) -> None:
-        self.callback_ms.add((time.perf_counter_ns() - start_ns) * 1e-6)
+        """Record the callback's duration; it also drives the degradation ladder (graceful degradation)."""
+        ms = (time.perf_counter_ns() - start_ns) * 1e-6
+        self.callback_ms.add(ms)
+        if self.ladder is not None:
+            before = self.ladder.level
+            if self.ladder.observe(ms) != before:
+                self._node.get_logger().warning(
+                    f"cycle time {'over' if self.ladder.level > before else 'back under'} the "
+                    f"{self.ladder.budget_ms:g} ms budget: now running '{self.ladder.name}' "
+                    f"(level {self.ladder.level} of {len(self.ladder.levels) - 1})")
 
     def publish(self) -> None:
         now = time.monotonic()
@@ -112,6 +124,8 @@ class NodeStatistics:
         extra.update({f"msgs_out.{t}": str(c) for t, c in self.topic_out.items()})
         if self._extra is not None:
             extra.update(self._extra())
+        if self.ladder is not None:
+            extra.update({f"degradation.{k}": str(v) for k, v in self.ladder.stats().items()})
         msg.extra = [KeyValue(key=k, value=v) for k, v in extra.items()]
         self._publisher.publish(msg)
         # Percentiles describe one statistics period, so a slow burst shows up in the period it happened.

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from rclpy.node import Node
 
+from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
 from intent_perf_ros.core.shared_models import RedisModelStore, SharedModelError, load_shared_predictor, share_predictor
 from intent_perf_ros.core.tracks import TrackHistory
@@ -18,6 +19,7 @@ from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS, NodeStatistics
 
 HUMANS_TOPIC = "humans/tracked"
 PREDICTIONS_TOPIC = "intent/predictions"
+NO_ONLINE_LEARNING, CONSTANT_VELOCITY = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
 UNSURE_VARIANCE = 4.0  # [m^2] per axis: a 2 m standard deviation when a prediction had to be repaired
 
 
@@ -48,6 +50,7 @@ class GpInferenceNode(Node):
         self.online_learning: bool = self.declare_parameter("online_learning", True).value
         learn_period_s: float = self.declare_parameter("learn_period_s", 2.0).value
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+        budget_ms: float = self.declare_parameter("cycle_budget_ms", 8.0).value
         # Sharding: this process predicts only the humans whose id hashes to shard_index (core.sharding).
         self.shard_index: int = self.declare_parameter("shard_index", 0).value
         self.shard_count: int = self.declare_parameter("shard_count", 1).value
@@ -57,6 +60,9 @@ class GpInferenceNode(Node):
         # Model load or fit, numba compilation and buffer allocation all happen here, not in a callback.
         self.predictor = self._load_predictor(config, cache_dir, dataset_dir or None, shared_models_url)
         self.predictor.warmup()
+        # Last resort of the degradation ladder: constant velocity with the prior variance, warmed up too.
+        self.cv_predictor = TrajectoryPredictor(config)
+        self.cv_predictor.warmup()
         self.tracks = TrackHistory(capacity=self.max_humans, obs_steps=obs_steps, step_dt=self.step_dt,
                                    window=obs_steps + pred_steps, timeout_s=track_timeout_s, max_speed=max_speed)
         self.tracks.warmup()
@@ -73,7 +79,8 @@ class GpInferenceNode(Node):
         self._pred_steps = pred_steps
         self._windows_learned = 0
 
-        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
+        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats,
+                                    DegradationLadder(NODE_LEVELS["gp_inference_node"], budget_ms))
         self.publisher = self.create_publisher(IntentPredictionArray, PREDICTIONS_TOPIC, DERIVED_QOS)
         self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.stats.guarded(self.on_humans), SENSOR_QOS)
         if self.online_learning:
@@ -138,7 +145,8 @@ class GpInferenceNode(Node):
         if n:
             self.tracks.observe(stamp_s, self._ids, self._xy, n)
             self.tracks.history(self._vxy, n, self._history)
-            self.predictor.predict(self._history[:n], self._mean[:n], self._var[:n])
+            predictor = self.cv_predictor if self.stats.ladder.level >= CONSTANT_VELOCITY else self.predictor
+            predictor.predict(self._history[:n], self._mean[:n], self._var[:n])
             if not (np.isfinite(self._mean[:n]).all() and np.isfinite(self._var[:n]).all()):
                 self._repair_predictions(n)
         self.publisher.publish(self._to_message(msg.header, n))
@@ -178,7 +186,7 @@ class GpInferenceNode(Node):
     def learn(self) -> None:
         """Online learning from windows completed since the last call (timer, off the prediction path)."""
         windows = self.tracks.take_windows()
-        if len(windows):
+        if len(windows) and self.stats.ladder.level < NO_ONLINE_LEARNING:
             self.predictor.add_windows(windows)
             self._windows_learned += len(windows)
 

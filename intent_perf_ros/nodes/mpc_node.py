@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -15,6 +16,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from intent_perf_ros.core.cache import QP_STRUCTURES
+from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.mpc.controller import ControlResult, Mode, MPCConfig, MPCController
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 from intent_perf_ros.core.sharding import ShardCycles
@@ -35,6 +37,7 @@ PREDICTIONS_TOPIC = "intent/predictions"
 BELIEF_TOPIC = "intent/belief"
 CMD_TOPIC = "cmd_vel"
 STATUS_TOPIC = "mpc/status"
+SHORT_HORIZON, FEWER_HYPOTHESES = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
@@ -58,6 +61,7 @@ class MpcNode(Node):
             raise ValueError(f"map_bounds must be [x_min, x_max, y_min, y_max] with min < max, got {bounds}")
         self.map_bounds: tuple[float, float, float, float] = tuple(bounds)
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
+        budget_ms: float = self.declare_parameter("cycle_budget_ms", 5.0).value
         config = MPCConfig(
             horizon=self.declare_parameter("horizon", 20).value,
             dt=self.declare_parameter("dt", 0.1).value,
@@ -71,8 +75,10 @@ class MpcNode(Node):
             max_humans=self.max_humans,
             hypotheses_per_human=self.top_k,
         )
-        self.controller = MPCController(config)
-        self.controller.warmup()
+        # The full controller, and the degraded one with half the horizon, both built and warmed up now.
+        self.controllers = (MPCController(config), MPCController(replace(config, horizon=max(config.horizon // 2, 2))))
+        for controller in self.controllers:
+            controller.warmup()
 
         self._state = np.zeros(5)  # x, y, theta, v, omega
         self._odom_time: float | None = None
@@ -95,7 +101,8 @@ class MpcNode(Node):
         self._behaviour = "proceed"
         self._cycles: ShardCycles | None = None
 
-        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats)
+        self.stats = NodeStatistics(self, stats_period_s, self._extra_stats,
+                                    DegradationLadder(NODE_LEVELS["mpc_node"], budget_ms))
         self.cmd_publisher = self.create_publisher(TwistStamped, CMD_TOPIC, COMMAND_QOS)
         self.status_publisher = self.create_publisher(ControlStatus, STATUS_TOPIC, CONTROL_QOS)
         self.create_subscription(Odometry, ODOM_TOPIC, self.stats.guarded(self.on_odom), SENSOR_QOS)
@@ -140,7 +147,8 @@ class MpcNode(Node):
         self._goals[:, 1] = msg.goal_y[:k]
         if msg.behaviour != self._behaviour and msg.behaviour:
             try:
-                self.controller.set_behaviour(msg.behaviour)
+                for controller in self.controllers:
+                    controller.set_behaviour(msg.behaviour)
                 self._behaviour = msg.behaviour
             except ValueError as exc:
                 self.stats.dropped += 1
@@ -206,7 +214,12 @@ class MpcNode(Node):
         k1 = self._goals.shape[0] + 1
         return expand_hypotheses(self._pred_mean[:n, :steps], self._pred_var[:n, :steps], self._xy[:n],
                                  self._vxy[:n], self._goals, self._probs[:n, :k1] if use_belief else None,
-                                 self.top_k, pred_dt, self._hyp_mean[:, :steps], self._hyp_var[:, :steps])
+                                 1 if self.stats.ladder.level >= FEWER_HYPOTHESES else self.top_k, pred_dt,
+                                 self._hyp_mean[:, :steps], self._hyp_var[:, :steps])
+
+    def controller(self) -> MPCController:
+        """The full controller, or the short-horizon one while the degradation ladder says so."""
+        return self.controllers[1] if self.stats.ladder.level >= SHORT_HORIZON else self.controllers[0]
 
     def on_timer(self) -> None:
         """Watchdog: without fresh predictions the controller still runs, slowing down and stopping."""
@@ -217,7 +230,7 @@ class MpcNode(Node):
     def _control(self, stamp_ns: int, mean: np.ndarray, var: np.ndarray, pred_dt: float, input_age_s: float) -> None:
         odom_age = math.inf if self._odom_time is None else time.monotonic() - self._odom_time
         try:
-            result = self.controller.step(self._state, self._goal if self._has_goal else self._no_goal, mean, var,
+            result = self.controller().step(self._state, self._goal if self._has_goal else self._no_goal, mean, var,
                                           pred_dt, input_age_s=max(input_age_s, odom_age))
         except Exception as exc:
             self.stats.errors += 1
@@ -245,7 +258,8 @@ class MpcNode(Node):
         self.stats.sent(STATUS_TOPIC)
 
     def _extra_stats(self) -> dict[str, str]:
-        extra = {f"mpc.{k}": str(v) for k, v in self.controller.stats().items()}
+        extra = {f"mpc.{k}": str(v) for k, v in self.controllers[0].stats().items()}
+        extra.update({f"mpc_short.{k}": str(v) for k, v in self.controllers[1].stats().items()})
         extra.update({f"cache.qp.{k}": str(v) for k, v in QP_STRUCTURES.stats().items()})
         return extra
 

@@ -1,4 +1,5 @@
 """gp_inference_node alone with a fake tracker: one prediction per human, the observation's stamp."""
+import itertools
 import math
 
 import numpy as np
@@ -52,3 +53,29 @@ def test_every_tracked_human_is_predicted_with_the_observation_stamp(ros, tmp_pa
     # The NaN human was dropped, the infinite velocity repaired: one prediction, counted.
     assert [p.id for p in received[40].predictions] == [2]
     assert gp.stats.dropped == 1 and gp.stats.repaired == 1
+
+
+def test_sustained_overload_degrades_to_constant_velocity_and_keeps_predicting(ros, tmp_path):
+    gp = ros.add(GpInferenceNode(parameter_overrides=[
+        Parameter("model_cache_dir", value=str(tmp_path / "models")),
+        Parameter("dataset_dir", value=str(tmp_path / "no_data")),
+        Parameter("max_stamp_age_s", value=1e10),
+        Parameter("cycle_budget_ms", value=1e-6),  # every cycle is over budget
+    ]))
+    peer = ros.add(Node("fake_tracker"))
+    pub = peer.create_publisher(TrackedHumans, "humans/tracked", SENSOR_QOS)
+    received: list[IntentPredictionArray] = []
+    peer.create_subscription(IntentPredictionArray, "intent/predictions", received.append, DERIVED_QOS)
+    assert ros.spin_until(lambda: pub.get_subscription_count() and gp.publisher.get_subscription_count())
+    levels = []
+    for k in range(60):
+        msg = TrackedHumans(humans=[HumanState(id=1, x=0.1 * k, y=0.0, vx=1.0, vy=0.0)])
+        msg.header.frame_id = "map"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k // 10, (k % 10) * 100_000_000
+        pub.publish(msg)
+        assert ros.spin_until(lambda k=k: len(received) > k, 5.0)
+        levels.append(gp.stats.ladder.level)
+    assert levels[0] == 0 and max(levels) == 2, levels  # one level at a time, down to constant velocity
+    assert all(b - a in (0, 1) for a, b in itertools.pairwise(levels))
+    assert gp.stats.ladder.name == "constant_velocity"
+    assert all(np.isfinite(list(p.mean_x)).all() for m in received for p in m.predictions)
