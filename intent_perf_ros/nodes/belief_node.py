@@ -73,7 +73,7 @@ class BeliefNode(Node):
         self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.stats.guarded(self.on_predictions),
                                  DERIVED_QOS)
         self.create_subscription(ControlStatus, STATUS_TOPIC, self.stats.guarded(self.on_status), CONTROL_QOS)
-        self.create_timer(decision_period_s, self.decide)
+        self.create_timer(decision_period_s, self.stats.guarded(self.decide))
 
     def on_predictions(self, msg: IntentPredictionArray) -> None:
         start = time.perf_counter_ns()
@@ -149,7 +149,10 @@ class BeliefNode(Node):
         status = self._latest_status
         if status is None or self._progress_start is None or not math.isfinite(status.goal_distance):
             return
-        clearance = status.min_predicted_clearance if math.isfinite(status.min_predicted_clearance) else 10.0
+        # The MPC reports clearance beyond its safety radius (negative inside it); the reward takes a
+        # distance, so a plan inside the radius counts as touching (0 m: the heaviest penalty).
+        clearance = max(status.min_predicted_clearance, 0.0) if math.isfinite(status.min_predicted_clearance) \
+            else 10.0
         reward = outcome_reward(progress_m=self._progress_start - status.goal_distance, clearance_m=clearance,
                                 human_deviation_m=0.0)
         self.selector.update(self._behaviour[0], reward)

@@ -78,15 +78,15 @@ class NodeStatistics:
         if stamp_ns is not None:
             self.e2e_ms.add((wall_ns() - stamp_ns) * 1e-6)
 
-    def guarded(self, callback: Callable[[object], None]) -> Callable[[object], None]:
-        """Wrap a subscription callback so that no message can kill the node: failures are counted
-        in ``errors`` and logged (rate-limited); the next message is handled as usual."""
+    def guarded(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a subscription or timer callback so that no message or tick can kill the node:
+        failures are counted in ``errors`` and logged (rate-limited); the next call runs as usual."""
         logger = self._node.get_logger()
         name = callback.__name__
 
-        def guarded_callback(msg) -> None:
+        def guarded_callback(*args) -> None:
             try:
-                callback(msg)
+                callback(*args)
             except Exception as exc:
                 self.errors += 1
                 logger.error(f"{name} failed on a message and skipped it: {exc!r}", throttle_duration_sec=5.0)

@@ -84,7 +84,7 @@ class GpInferenceNode(Node):
         self.publisher = self.create_publisher(IntentPredictionArray, PREDICTIONS_TOPIC, DERIVED_QOS)
         self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.stats.guarded(self.on_humans), SENSOR_QOS)
         if self.online_learning:
-            self.create_timer(learn_period_s, self.learn)
+            self.create_timer(learn_period_s, self.stats.guarded(self.learn))
         self.get_logger().info(f"ready: {self.predictor.stats()}")
 
     def _load_predictor(self, config: PredictorConfig, cache_dir: str, dataset_dir: str | None,

@@ -110,7 +110,7 @@ class MpcNode(Node):
         self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.stats.guarded(self.on_predictions),
                                  DERIVED_QOS)
         self.create_subscription(BeliefArray, BELIEF_TOPIC, self.stats.guarded(self.on_belief), DERIVED_QOS)
-        self.create_timer(self.control_period_s, self.on_timer)
+        self.create_timer(self.control_period_s, self.stats.guarded(self.on_timer))
 
     def on_odom(self, msg: Odometry) -> None:
         self.stats.received(ODOM_TOPIC)

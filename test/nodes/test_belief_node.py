@@ -36,3 +36,15 @@ def test_belief_converges_to_the_goal_the_human_walks_to(ros):
     assert state.id == 4 and abs(sum(state.probabilities) - 1.0) < 1e-9
     assert state.most_likely_goal == 0 and state.probabilities[0] > 0.8
     assert last.behaviour in ("proceed", "slow", "yield", "detour_left", "detour_right")
+
+
+def test_decision_period_with_the_plan_inside_the_safety_radius_is_scored_not_fatal(ros):
+    from intent_perf_ros.msg import ControlStatus
+
+    belief = ros.add(BeliefNode())
+    belief.on_status(ControlStatus(goal_distance=6.0, min_predicted_clearance=0.5))
+    belief.on_status(ControlStatus(goal_distance=5.5, min_predicted_clearance=-0.3))  # inside the radius
+    before = belief.selector.posterior()[0].copy()
+    belief.decide()
+    assert belief.stats.errors == 0
+    assert not (belief.selector.posterior()[0] == before).all(), "the period's outcome updated the model"

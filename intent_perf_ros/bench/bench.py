@@ -1,0 +1,588 @@
+"""``intent-perf bench BAG``: replay a bag through the four nodes and measure them.
+
+Starts the node processes (or, with ``--attach``, uses a stack that already runs), replays the bag
+at ``--rate`` (1.0 = recorded pace, 5 = five times faster, ``max`` = as fast as the stack answers)
+and records every output. Reports observation-to-command latency (percentiles and per stage),
+throughput in human predictions per second, published vs received messages per topic, RSS and CPU
+per node over time, misses of the 10 ms deadline and, at rate 1, prediction error against the
+bag's ground truth. See ``replay.py`` for how latency is measured (restamped inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rclpy
+from rclpy.context import Context
+from rclpy.experimental import EventsExecutor
+from rclpy.serialization import deserialize_message
+
+from intent_perf_ros.bench.bags import Bag, iter_humans, parse_topic_map, read_bag
+from intent_perf_ros.bench.replay import BELIEF, HUMANS, PREDICTIONS, Replayer, find_node_pids, play
+from intent_perf_ros.msg import IntentPredictionArray
+from intent_perf_ros.runner import NODES, NodeProcesses
+
+STACK_NODES = ("gp_inference_node", "belief_node", "mpc_node")
+DEADLINE_MS = 10.0
+# The issue's goals on this 2-core machine (synthetic scenario, 10 humans, 30 Hz, four processes).
+GOALS_REAL_TIME = {"e2e_p95_ms": 2.0, "e2e_p999_ms": 5.0, "lost_messages": 0, "rss_total_mb": 600.0}
+GOAL_PREDICTIONS_PER_S_MAX = 20_000.0
+
+
+def summary(values_ms: list[float] | np.ndarray) -> dict[str, float]:
+    """count, mean and P50/P95/P99/P99.9/max; NaN when empty (JSON null after ``finite``)."""
+    a = np.asarray(values_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"count": 0, **dict.fromkeys(("mean", "p50", "p95", "p99", "p999", "max"), math.nan)}
+    p50, p95, p99, p999 = np.percentile(a, [50, 95, 99, 99.9])
+    return {
+        "count": int(a.size),
+        "mean": float(a.mean()),
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "p999": float(p999),
+        "max": float(a.max()),
+    }
+
+
+@dataclass
+class BenchRun:
+    """The JSON result plus the per-command samples the report plots."""
+
+    result: dict
+    e2e_t_s: list[float] = field(default_factory=list)  # send time of each answered observation, from start
+    e2e_ms: list[float] = field(default_factory=list)
+
+
+def _extras(stats: dict) -> dict[str, dict[str, int]]:
+    """Per node, the integer counters of its latest NodeStats ``extra`` (``msgs_in.<topic>`` ...)."""
+    out = {}
+    for node, msg in stats.items():
+        values = {}
+        for kv in msg.extra:
+            if kv.key.startswith(("msgs_in.", "msgs_out.")):
+                values[kv.key] = int(float(kv.value))
+        out[node] = values
+    return out
+
+
+def topic_loss(before: dict, after: dict, published: dict[str, int], replayer_in: dict[str, int]) -> dict:
+    """Published vs received per topic during the run, from counter deltas of NodeStats.
+
+    ``published``: what the replayer sent per input topic (None where it did not publish);
+    ``replayer_in``: what the replayer received of the outputs it taps. Commands are counted as the
+    answers to predictions (one per predictions message the MPC received): the stale-input
+    watchdog's own commands are not messages of the chain and are excluded.
+    """
+
+    def delta(node: str, key: str) -> int:
+        return after.get(node, {}).get(key, 0) - before.get(node, {}).get(key, 0)
+
+    chain = {
+        "humans/tracked": (
+            published.get("humans/tracked"),
+            {"gp_inference_node": delta("gp_inference_node", "msgs_in.humans/tracked")},
+        ),
+        "odom": (published.get("odom"), {"mpc_node": delta("mpc_node", "msgs_in.odom")}),
+        "goal_pose": (published.get("goal_pose"), {"mpc_node": delta("mpc_node", "msgs_in.goal_pose")}),
+        PREDICTIONS: (
+            delta("gp_inference_node", f"msgs_out.{PREDICTIONS}"),
+            {
+                "belief_node": delta("belief_node", f"msgs_in.{PREDICTIONS}"),
+                "mpc_node": delta("mpc_node", f"msgs_in.{PREDICTIONS}"),
+                "bench": replayer_in[PREDICTIONS],
+            },
+        ),
+        BELIEF: (
+            delta("belief_node", f"msgs_out.{BELIEF}"),
+            {"mpc_node": delta("mpc_node", f"msgs_in.{BELIEF}"), "bench": replayer_in[BELIEF]},
+        ),
+        "cmd_vel": (delta("mpc_node", f"msgs_in.{PREDICTIONS}"), {"bench": replayer_in["cmd_vel"]}),
+    }
+    out = {}
+    for topic, (sent, received) in chain.items():
+        if sent is None:  # listen mode: someone else published it
+            out[topic] = {"published": None, "received": received, "lost": 0}
+            continue
+        out[topic] = {
+            "published": sent,
+            "received": received,
+            "lost": sum(max(sent - r, 0) for r in received.values()),
+        }
+    return out
+
+
+def spin_until(
+    executor: EventsExecutor,
+    condition: Callable[[], bool],
+    timeout_s: float,
+    stack: NodeProcesses | None = None,
+) -> bool:
+    """Spin until ``condition()`` holds; False on time-out. Fails fast when a node process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if stack is not None and (dead := stack.poll()):
+            raise RuntimeError(f"node process exited: {dead} (exit codes); see {stack.log_dir}/<node>.log")
+        executor.spin_once(timeout_sec=0.05)
+    return condition()
+
+
+def _not_ready(r: Replayer) -> list[str]:
+    """What the stack still lacks: nodes that have not reported, and unmatched links of the chain
+    (the bench's own taps included)."""
+    missing = [f"NodeStats of {n}" for n in STACK_NODES if n not in r.stats]
+    if not r.matched():
+        missing.append(
+            "a subscriber of every input topic" if not r.listen else "a publisher of /humans/tracked"
+        )
+    links = {
+        f"3 subscribers of {PREDICTIONS}": r.count_subscribers(PREDICTIONS) >= 3,
+        f"2 subscribers of {BELIEF}": r.count_subscribers(BELIEF) >= 2,
+        "a publisher of cmd_vel": r.count_publishers("cmd_vel") >= 1,
+    }
+    return missing + [name for name, ok in links.items() if not ok]
+
+
+def crowded(r: Replayer) -> list[str]:
+    """Publishers beyond one stack and one player: another stack on the same ROS_DOMAIN_ID would
+    add its messages to every count and latency here."""
+    found = {t: r.count_publishers(t) for t in (HUMANS, PREDICTIONS, BELIEF, "cmd_vel")}
+    return [f"{n} publishers of {t}" for t, n in found.items() if n > 1]
+
+
+def score_predictions(
+    predictions: list, bag_time_ns: dict[int, int], bag: Bag, max_messages: int = 2000
+) -> dict | None:
+    """ADE/FDE [m] of the predicted means against the bag's ground truth, beside constant velocity.
+
+    Each prediction is placed at the bag time of the observation it was made from; only humans whose
+    true track covers the whole horizon count. At most ``max_messages`` messages (evenly strided).
+    """
+    start = bag.ground_truth[0].timestamp_ns if bag.ground_truth else 0
+    rows: dict[int, list[tuple[float, float, float]]] = {}
+    for stamp, msg in iter_humans(bag, bag.ground_truth):
+        for h in msg.humans:
+            rows.setdefault(h.id, []).append(((stamp - start) * 1e-9, h.x, h.y))
+    truth = {i: np.asarray(r) for i, r in rows.items()}
+    ade, fde, cv_ade, cv_fde = [], [], [], []
+    stride = max(len(predictions) // max_messages, 1)
+    for msg in predictions[::stride]:
+        t0 = (bag_time_ns[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] - start) * 1e-9
+        steps = np.arange(1, msg.horizon_steps + 1) * msg.step_dt
+        for p in msg.predictions:
+            track = truth.get(p.id)
+            if (
+                track is None
+                or msg.horizon_steps == 0
+                or not track[0, 0] <= t0 <= t0 + steps[-1] <= track[-1, 0]
+            ):
+                continue
+            gx, gy = (
+                np.interp(t0 + steps, track[:, 0], track[:, 1]),
+                np.interp(t0 + steps, track[:, 0], track[:, 2]),
+            )
+            err = np.hypot(np.frombuffer(p.mean_x) - gx, np.frombuffer(p.mean_y) - gy)
+            cv = np.hypot(p.x + p.vx * steps - gx, p.y + p.vy * steps - gy)
+            ade.append(err.mean())
+            fde.append(err[-1])
+            cv_ade.append(cv.mean())
+            cv_fde.append(cv[-1])
+    if not ade:
+        return None
+    return {
+        "count": len(ade),
+        "ade_m": float(np.mean(ade)),
+        "fde_m": float(np.mean(fde)),
+        "cv_ade_m": float(np.mean(cv_ade)),
+        "cv_fde_m": float(np.mean(cv_fde)),
+    }
+
+
+def _analyse(
+    r: Replayer, bag: Bag, play_start_ns: int, play_end_ns: int, score: bool
+) -> tuple[dict, BenchRun]:
+    rec = r.rec
+    first: dict[int, int] = {}
+    for recv, stamp in rec.commands:
+        if stamp in rec.sent:
+            first.setdefault(stamp, recv)
+    origins = {s: sent for s, (sent, _) in rec.sent.items()}
+    e2e = [(origins[s] - play_start_ns, (recv - origins[s]) * 1e-6) for s, recv in sorted(first.items())]
+    pred_at = {s: recv for recv, s, _ in rec.predictions if s in origins}
+    belief_at = {s: recv for recv, s in rec.beliefs if s in origins}
+    stage = {
+        "prediction": [(t - origins[s]) * 1e-6 for s, t in pred_at.items()],
+        "belief": [(t - origins[s]) * 1e-6 for s, t in belief_at.items()],
+        "control": [ms for _, ms in e2e],
+    }
+    cost = {
+        "prediction": stage["prediction"],
+        "belief": [(belief_at[s] - pred_at[s]) * 1e-6 for s in belief_at if s in pred_at],
+        "control": [(first[s] - pred_at[s]) * 1e-6 for s in first if s in pred_at],
+    }
+    answered = [
+        deserialize_message(data, IntentPredictionArray) for _, s, data in rec.predictions if s in first
+    ]
+    humans = sum(len(p.predictions) for p in answered)
+    window_s = max((max(first.values(), default=play_end_ns) - play_start_ns) * 1e-9, 1e-9)
+    lat = [ms for _, ms in e2e]
+    misses = sum(1 for ms in lat if ms > DEADLINE_MS) + len(rec.sent) - len(first)
+    result = {
+        "observations": {
+            "sent": len(rec.sent),
+            "answered": len(first),
+            "unanswered": len(rec.sent) - len(first),
+        },
+        "e2e_ms": summary(lat),
+        "stages_ms": {k: summary(v) for k, v in stage.items()},
+        "stage_cost_ms": {k: summary(v) for k, v in cost.items()},
+        "throughput_predictions_per_s": humans / window_s,
+        "throughput_observations_per_s": len(first) / window_s,
+        "deadline_ms": DEADLINE_MS,
+        "deadline_misses": misses,
+        "deadline_miss_fraction": misses / max(len(rec.sent), 1),
+        "predictions_error": (
+            score_predictions(answered, {s: b for s, (_, b) in rec.sent.items()}, bag)
+            if bag.ground_truth and score
+            else None
+        ),
+    }
+    return result, BenchRun(result, [t * 1e-9 for t, _ in e2e], lat)
+
+
+def run_bench(
+    bag: Bag,
+    rate: float | None = 1.0,
+    *,
+    attach: bool = False,
+    listen: bool = False,
+    params_file: str | None = None,
+    log_dir: str | Path = "out/bench_logs",
+    max_in_flight: int = 4,
+    startup_timeout_s: float = 180.0,
+    listen_idle_s: float = 3.0,
+    progress: bool = True,
+    ros_args: dict[str, list[str]] | None = None,
+    stack: NodeProcesses | None = None,
+) -> BenchRun:
+    """One replay; see the module docstring. ``rate=None`` is ``--rate max``; ``ros_args`` per node
+    are added to the started processes' command lines (e.g. ``["-p", "backend:=numpy"]``).
+    ``stack``: node processes the caller started and will stop (several replays, one start-up)."""
+    if listen and not attach:
+        raise ValueError("--listen measures a stack that runs already: use it with --attach")
+    owned = None if attach or stack else NodeProcesses(params_file, log_dir=log_dir, ros_args=ros_args)
+    if owned is not None:
+        owned.start()
+    stack = stack or owned
+    context = Context()
+    rclpy.init(context=context)
+    exit_codes: dict[str, int] = {}
+    try:
+        executor = EventsExecutor(context=context)
+        pids = stack.pids() if stack is not None else find_node_pids(NODES)
+        replayer = Replayer(bag, listen=listen, sample_pids=pids, context=context)
+        executor.add_node(replayer)
+        startup_start = time.monotonic()
+        if not spin_until(executor, lambda: not _not_ready(replayer), startup_timeout_s, stack):
+            where = f"see {log_dir}/*.log" if stack else "is the stack running in this ROS_DOMAIN_ID?"
+            raise RuntimeError(
+                f"the stack did not come up within {startup_timeout_s} s, missing: "
+                f"{', '.join(_not_ready(replayer))}; {where}"
+            )
+        startup_s = time.monotonic() - startup_start
+        if crowded(replayer):
+            raise RuntimeError(
+                f"{', '.join(crowded(replayer))}: another stack or player shares "
+                f"ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}; run the bench on a free domain"
+            )
+        before = _extras(replayer.stats)
+        counts_before = dict(replayer.stats_count)
+        spin = lambda timeout: executor.spin_once(timeout_sec=timeout)  # noqa: E731
+        play_start, play_start_mono = time.time_ns(), time.monotonic()
+        bar = _progress(sum(1 for m in bag.inputs if m.topic == "/humans/tracked"), progress)
+        if listen:
+            spin_until(executor, lambda: len(replayer.rec.sent) > 0, startup_timeout_s)
+            last = [len(replayer.rec.sent), time.monotonic()]
+
+            def idle() -> bool:
+                if len(replayer.rec.sent) != last[0]:
+                    bar.update(len(replayer.rec.sent) - last[0])
+                    last[:] = [len(replayer.rec.sent), time.monotonic()]
+                return time.monotonic() - last[1] > listen_idle_s
+
+            spin_until(executor, idle, 24 * 3600.0, stack)
+        else:
+            play(replayer, spin, rate, max_in_flight, progress=lambda: bar.update(1))
+        bar.close()
+        play_end, play_end_mono = time.time_ns(), time.monotonic()
+        # Drain: every observation answered (command and belief), or nothing new for a second.
+        outputs = lambda: len(replayer.rec.commands) + len(replayer.rec.beliefs)  # noqa: E731
+        seen = [outputs(), time.monotonic()]
+
+        def drained() -> bool:
+            if outputs() != seen[0]:
+                seen[:] = [outputs(), time.monotonic()]
+            return replayer.answered() >= len(replayer.rec.sent) or time.monotonic() - seen[1] > 1.0
+
+        spin_until(executor, drained, 30.0, stack)
+        # Counters are final once every stack node reported twice more after the last input.
+        settled = {n: replayer.stats_count.get(n, 0) + 2 for n in STACK_NODES}
+        spin_until(
+            executor, lambda: all(replayer.stats_count.get(n, 0) >= c for n, c in settled.items()), 5.0
+        )
+        replayer.sampler.sample()
+        result, run = _analyse(replayer, bag, play_start, play_end, score=listen or rate == 1.0)
+        published = {
+            t: (None if listen else replayer.published[t]) for t in ("humans/tracked", "odom", "goal_pose")
+        }
+        if listen:
+            published["humans/tracked"] = len(replayer.rec.sent)
+        taps = {
+            PREDICTIONS: len(replayer.rec.predictions),
+            BELIEF: len(replayer.rec.beliefs),
+            "cmd_vel": len(run.e2e_ms),
+        }
+        topics = topic_loss(before, _extras(replayer.stats), published, taps)
+        sampler = replayer.sampler
+        node_stats = {n: replayer.stats[n] for n in STACK_NODES if n in replayer.stats}
+        intruders = crowded(replayer)
+        # NodeStats windows that overlap the replay (published up to one period after its end).
+        windows = [m for t, m in replayer.stats_history if play_start_mono < t <= play_end_mono + 1.5]
+        busy = (play_start_mono - sampler.t0, play_end_mono - sampler.t0)
+        stats_reports = {n: replayer.stats_count.get(n, 0) - counts_before.get(n, 0) for n in STACK_NODES}
+        replayer.destroy_node()
+        executor.shutdown()
+    finally:
+        rclpy.try_shutdown(context=context)
+        if owned is not None:
+            exit_codes = owned.stop()
+    rss = {n: float(np.nanmax(v)) for n, v in sampler.rss_mb.items() if v}
+    for n, msg in node_stats.items():
+        rss.setdefault(n, float(msg.rss_mb))
+    result.update(
+        {
+            "bag": {
+                "path": str(bag.path),
+                "storage": bag.storage,
+                "duration_s": bag.duration_s,
+                "topics": bag.counts(),
+                "ground_truth": bool(bag.ground_truth),
+                "topic_map": bag.topic_map,
+            },
+            "settings": {
+                "rate": "max" if rate is None else rate,
+                "attach": attach,
+                "listen": listen,
+                "max_in_flight": max_in_flight if rate is None else None,
+                "restamped": not listen,
+            },
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": psutil.cpu_count(),
+                "python": platform.python_version(),
+            },
+            "startup_s": startup_s,
+            "warnings": [f"during the run: {', '.join(intruders)} (counts include a foreign stack)"]
+            if intruders
+            else [],
+            "wall_s": (play_end - play_start) * 1e-9,
+            "topics": topics,
+            "lost_messages": sum(t["lost"] for t in topics.values()),
+            "rss_mb": rss,
+            "rss_total_mb": sum(rss.values()),
+            "cpu_percent": _mean_during(sampler.t_s, sampler.cpu_percent, *busy),
+            "node_callback_ms": callback_summary(windows),
+            "node_stats_reports": stats_reports,
+            "timeseries": {"t_s": sampler.t_s, "rss_mb": sampler.rss_mb, "cpu_percent": sampler.cpu_percent},
+            "exit_codes": exit_codes,
+        }
+    )
+    result["goals"] = goals(result)
+    return run
+
+
+def _mean_during(t_s: list[float], series: dict[str, list[float]], start: float, end: float) -> dict:
+    """Mean of each series over the samples taken while the bag played (all samples if none)."""
+    inside = [i for i, t in enumerate(t_s) if start <= t <= end] or list(range(len(t_s)))
+    return {n: float(np.nanmean([v[i] for i in inside])) for n, v in series.items() if v}
+
+
+def callback_summary(windows: list) -> dict[str, dict[str, float]]:
+    """Per node, callback time over its NodeStats windows during the replay: the median of the
+    window medians, the worst window's P95 and P99, and the maximum (windows are ~1 s)."""
+    out = {}
+    for node in STACK_NODES:
+        mine = [m for m in windows if m.node_name == node and m.rate_in_hz > 0]
+        if mine:
+            out[node] = {
+                "p50": float(np.median([m.callback_p50_ms for m in mine])),
+                "p95": max(m.callback_p95_ms for m in mine),
+                "p99": max(m.callback_p99_ms for m in mine),
+                "max": max(m.callback_max_ms for m in mine),
+                "windows": len(mine),
+            }
+    return out
+
+
+def goals(result: dict) -> list[dict]:
+    """The issue's goals that apply to this run, each with its measured value and verdict."""
+    checks = []
+    if result["settings"]["rate"] == 1.0:
+        measured = {
+            "e2e_p95_ms": result["e2e_ms"]["p95"],
+            "e2e_p999_ms": result["e2e_ms"]["p999"],
+            "lost_messages": result["lost_messages"],
+            "rss_total_mb": result["rss_total_mb"],
+        }
+        for name, target in GOALS_REAL_TIME.items():
+            value = measured[name]
+            ok = (
+                value == 0
+                if name == "lost_messages"
+                else value < target
+                if name == "rss_total_mb"
+                else value <= target
+            )
+            checks.append({"name": name, "target": target, "value": value, "met": bool(ok)})
+    if result["settings"]["rate"] == "max":
+        value = result["throughput_predictions_per_s"]
+        checks.append(
+            {
+                "name": "throughput_predictions_per_s",
+                "target": GOAL_PREDICTIONS_PER_S_MAX,
+                "value": value,
+                "met": value >= GOAL_PREDICTIONS_PER_S_MAX,
+            }
+        )
+    return checks
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    # disable=None: a bar on a terminal, nothing in logs or CI.
+    return tqdm(total=total, unit="obs", desc="replay", disable=None if enabled else True, leave=False)
+
+
+def finite(value):
+    """NaN/inf -> None, recursively, so the JSON is strict (json.dumps would write NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def print_summary(result: dict) -> None:
+    e, s = result["e2e_ms"], result["settings"]
+    print(
+        f"intent-perf bench {result['bag']['path']} at rate {s['rate']}: "
+        f"{result['observations']['answered']}/{result['observations']['sent']} observations answered "
+        f"in {result['wall_s']:.1f} s"
+    )
+    print(
+        f"  e2e ms: P50 {e['p50']:.2f}  P95 {e['p95']:.2f}  P99 {e['p99']:.2f}  P99.9 {e['p999']:.2f}  "
+        f"max {e['max']:.2f}; deadline ({result['deadline_ms']:.0f} ms) misses {result['deadline_misses']}"
+    )
+    cost = result["stage_cost_ms"]
+    print("  stage P50/P95 ms: " + ", ".join(f"{k} {v['p50']:.2f}/{v['p95']:.2f}" for k, v in cost.items()))
+    print(
+        f"  throughput {result['throughput_predictions_per_s']:.0f} human predictions/s; "
+        f"lost messages {result['lost_messages']}; RSS total {result['rss_total_mb']:.0f} MB "
+        f"({', '.join(f'{n} {v:.0f}' for n, v in result['rss_mb'].items())})"
+    )
+    if result["predictions_error"]:
+        pe = result["predictions_error"]
+        print(
+            f"  prediction error: ADE {pe['ade_m']:.3f} m FDE {pe['fde_m']:.3f} m "
+            f"(constant velocity {pe['cv_ade_m']:.3f}/{pe['cv_fde_m']:.3f}) over {pe['count']} predictions"
+        )
+    for warning in result["warnings"]:
+        print(f"  WARNING: {warning}")
+    for g in result["goals"]:
+        print(f"  goal {g['name']}: {g['value']:.3f} vs {g['target']} -> {'met' if g['met'] else 'NOT MET'}")
+
+
+def _rate(text: str) -> float | None:
+    if text == "max":
+        return None
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--rate must be positive or 'max'")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="intent-perf bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "bag", type=Path, help="rosbag2 directory (mcap or sqlite3), e.g. from intent-perf make-bag"
+    )
+    p.add_argument(
+        "--rate", type=_rate, default=1.0, help="1.0 recorded pace, 5 = 5x, max = as fast as it answers"
+    )
+    p.add_argument("--max-in-flight", type=int, default=4, help="--rate max: unanswered observations at once")
+    p.add_argument(
+        "--attach", action="store_true", help="measure a stack that already runs (no processes started)"
+    )
+    p.add_argument(
+        "--listen",
+        action="store_true",
+        help="with --attach: publish nothing, measure while `ros2 bag play BAG` plays it",
+    )
+    p.add_argument("--topic-map", help="BAG_TOPIC=PACKAGE_TOPIC[,...] for bags with other topic names")
+    p.add_argument("--params-file")
+    p.add_argument("--log-dir", default="out/bench_logs")
+    p.add_argument(
+        "--startup-timeout", type=float, default=180.0, help="seconds for the stack to come up (default 180)"
+    )
+    p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--report", type=Path, help="write report.md and PNG plots into this directory")
+    p.add_argument("--check-goals", action="store_true", help="exit 1 when a goal of the issue is not met")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    bag = read_bag(args.bag, parse_topic_map(args.topic_map))
+    run = run_bench(
+        bag,
+        args.rate,
+        attach=args.attach,
+        listen=args.listen,
+        params_file=args.params_file,
+        log_dir=args.log_dir,
+        max_in_flight=args.max_in_flight,
+        startup_timeout_s=args.startup_timeout,
+    )
+    print_summary(run.result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(finite(run.result), indent=2))
+        print(f"result written to {args.json}")
+    if args.report:
+        from intent_perf_ros.bench import report
+
+        print(f"report written to {report.write_report(run, args.report)}")
+    failed = any(code != 0 for code in run.result["exit_codes"].values())
+    return 1 if failed or (args.check_goals and not all(g["met"] for g in run.result["goals"])) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
