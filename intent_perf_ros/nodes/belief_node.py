@@ -126,8 +126,7 @@ class BeliefNode(Node):
         for buffer in (self._ids, self._xy, self._vxy, self._pred):
             buffer[:keep.size] = buffer[keep]
         self.stats.dropped += n - keep.size
-        self.get_logger().warning(f"dropping {n - keep.size} predictions with non-finite or implausible values "
-                                  "or a repeated id", throttle_duration_sec=5.0)
+        self.stats.warn(f"dropping {n - keep.size} predictions with non-finite or implausible values or a repeated id")
         return int(keep.size)
 
     def _belief_state(self, result, i: int) -> BeliefState:

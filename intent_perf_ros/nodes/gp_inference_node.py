@@ -115,9 +115,8 @@ class GpInferenceNode(Node):
         self.stats.received(HUMANS_TOPIC)
         if msg.header.frame_id != self.frame_id:
             self.stats.dropped += 1
-            self.get_logger().warning(
-                f"dropping TrackedHumans in frame '{msg.header.frame_id}': expected '{self.frame_id}'",
-                throttle_duration_sec=5.0)
+            self.stats.warn(
+                f"dropping TrackedHumans in frame '{msg.header.frame_id}': expected '{self.frame_id}'")
             return
         verdict, stamp_s = self.stamps.check(stamp_to_s(msg.header.stamp), self.get_clock().now().nanoseconds * 1e-9)
         if verdict == StampCheck.REPAIRED:
@@ -125,8 +124,7 @@ class GpInferenceNode(Node):
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_s * 1e9), 1_000_000_000)
         elif verdict != StampCheck.OK:
             self.stats.dropped += 1
-            self.get_logger().warning(f"dropping TrackedHumans: {StampCheck.REASONS[verdict]}",
-                                      throttle_duration_sec=5.0)
+            self.stats.warn(f"dropping TrackedHumans: {StampCheck.REASONS[verdict]}")
             return
         humans = msg.humans
         n = min(len(humans), self.max_message_humans)
@@ -139,9 +137,9 @@ class GpInferenceNode(Node):
         if dropped or repaired:
             self.stats.dropped += dropped
             self.stats.repaired += repaired
-            self.get_logger().warning(
+            self.stats.warn(
                 f"bad humans in input: {dropped} dropped, {repaired} repaired (non-finite values, duplicate ids "
-                f"or more than {self.max_humans})", throttle_duration_sec=5.0)
+                f"or more than {self.max_humans})")
         if n:
             self.tracks.observe(stamp_s, self._ids, self._xy, n)
             self.tracks.history(self._vxy, n, self._history)
@@ -160,8 +158,7 @@ class GpInferenceNode(Node):
         self._mean[:n][bad] = self._xy[:n][bad][:, None, :]
         self._var[:n][bad] = UNSURE_VARIANCE
         self.stats.errors += 1
-        self.get_logger().error(f"non-finite GP prediction for {int(bad.sum())} humans replaced by a standing "
-                                "prediction", throttle_duration_sec=5.0)
+        self.stats.warn(f"non-finite GP prediction for {int(bad.sum())} humans replaced by a standing prediction")
 
     def _to_message(self, header, n: int) -> IntentPredictionArray:
         out = IntentPredictionArray()

@@ -118,7 +118,7 @@ class MpcNode(Node):
         values = (p.x, p.y, q.x, q.y, q.z, q.w, t.linear.x, t.angular.z)
         if not all(math.isfinite(v) for v in values):
             self.stats.dropped += 1
-            self.get_logger().warning("dropping odometry with non-finite pose or twist", throttle_duration_sec=5.0)
+            self.stats.warn("dropping odometry with non-finite pose or twist")
             return
         self._state[:] = (p.x, p.y, yaw_from_quaternion(q.x, q.y, q.z, q.w), t.linear.x, t.angular.z)
         self._odom_time = time.monotonic()
@@ -131,9 +131,9 @@ class MpcNode(Node):
         if msg.header.frame_id != self.frame_id or not (x_min <= x <= x_max and y_min <= y <= y_max):
             # The comparison is False for NaN too: a non-finite goal is outside every map.
             self.stats.dropped += 1
-            self.get_logger().warning(
+            self.stats.warn(
                 f"dropping goal ({x}, {y}) in frame '{msg.header.frame_id}': expected frame '{self.frame_id}' "
-                f"and a position inside map_bounds {self.map_bounds}", throttle_duration_sec=5.0)
+                f"and a position inside map_bounds {self.map_bounds}")
             return
         self._goal[:] = (x, y)
         self._has_goal = True
@@ -152,7 +152,7 @@ class MpcNode(Node):
                 self._behaviour = msg.behaviour
             except ValueError as exc:
                 self.stats.dropped += 1
-                self.get_logger().warning(f"ignoring behaviour: {exc}", throttle_duration_sec=5.0)
+                self.stats.warn(f"ignoring behaviour: {exc}")
         self._belief_of = {b.id: np.frombuffer(b.probabilities, dtype=np.float64) for b in msg.beliefs
                            if len(b.probabilities) == k + 1}
 
@@ -162,8 +162,7 @@ class MpcNode(Node):
         if not (0.0 < msg.step_dt < 60.0) or not msg.horizon_steps > 0:  # NaN fails too
             # Not counted as fresh: the watchdog keeps slowing the robot down if only such messages come.
             self.stats.dropped += 1
-            self.get_logger().warning(f"dropping predictions with step_dt {msg.step_dt} s and horizon_steps "
-                                      f"{msg.horizon_steps}", throttle_duration_sec=5.0)
+            self.stats.warn(f"dropping predictions with step_dt {msg.step_dt} s and horizon_steps {msg.horizon_steps}")
             return
         self._last_predictions = time.monotonic()
         shards = max(msg.shard_count, 1)
@@ -234,7 +233,7 @@ class MpcNode(Node):
                                           pred_dt, input_age_s=max(input_age_s, odom_age))
         except Exception as exc:
             self.stats.errors += 1
-            self.get_logger().error(f"controller failed, commanding a stop: {exc!r}", throttle_duration_sec=5.0)
+            self.stats.warn(f"controller failed, commanding a stop: {exc!r}")
             result = ControlResult(v=0.0, omega=0.0, mode=Mode.STOP, solver_status=f"exception: {type(exc).__name__}")
         cmd = TwistStamped()
         cmd.header.stamp.sec, cmd.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
