@@ -1,6 +1,7 @@
 """Plumbing shared by the four nodes: QoS profiles, stamps, statistics publishing, spinning."""
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
@@ -88,15 +89,23 @@ class NodeStatistics:
         name = callback.__name__
         last_logged = [-math.inf]
 
-        def guarded_callback(*args) -> None:
+        def call(*args) -> None:
             try:
                 callback(*args)
-            except Exception as exc:
+            except Exception as exc:  # the node must survive any single message
                 self.errors += 1
                 now = time.monotonic()
                 if now - last_logged[0] >= 5.0:  # cheap throttle (see warn())
                     last_logged[0] = now
                     logger.error(f"{name} failed and was skipped: {exc!r}")
+
+        # rclpy passes a timer callback a TimerInfo when it accepts an argument: keep the arity.
+        if inspect.signature(callback).parameters:
+            def guarded_callback(msg) -> None:
+                call(msg)
+        else:
+            def guarded_callback() -> None:
+                call()
 
         return guarded_callback
 
