@@ -30,11 +30,13 @@ def spin_until(executor, condition: Callable[[], bool], timeout_s: float, stack:
 
 
 def run_demo(duration_s: float = 20.0, humans: int = 5, rate_hz: float = 30.0, seed: int = 0,
-             params_file: str | None = None, log_dir: str = "out/demo_logs", startup_timeout_s: float = 90.0,
+             params_file: str | None = None, log_dir: str = "out/demo_logs", startup_timeout_s: float = 900.0,
              ros_args: dict[str, list[str]] | None = None) -> dict:
     scenario = ScenarioConfig(humans=humans, seed=seed, crossing_human=True)
     stack = NodeProcesses(params_file, log_dir=log_dir, ros_args=ros_args)
     stack.start()
+    print(f"starting the four nodes (logs in {log_dir}/); on the first run the GP node fits its model on "
+          "ETH/UCY and caches it, which takes a while", flush=True)
     rclpy.init()
     try:
         driver = ScenarioDriver(scenario, rate_hz=rate_hz)
