@@ -20,7 +20,6 @@ import zipfile
 
 import diskcache
 import numpy as np
-import redis
 
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor
 from intent_perf_ros.core.gp.store import StoreError, _pack, load_predictor, save_predictor, settings_key
@@ -40,6 +39,9 @@ class RedisModelStore:
         """``url`` like ``redis://host:6379/0``; ``timeout_s`` bounds connect and each command so a
         dead server delays start-up by seconds, not forever; larger values are refused."""
         try:
+            import redis  # only fleets that configure a URL pay for the client
+
+            self._redis_error = redis.RedisError
             self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         except ValueError as exc:
             raise SharedModelError(f"bad Redis URL {url!r} ({exc}); use redis://host:port/db") from exc
@@ -57,14 +59,14 @@ class RedisModelStore:
             raise SharedModelError(f"value of {len(blob)} bytes exceeds max_value_bytes={self.max_value_bytes}")
         try:
             self._client.set(self._name(key), blob)
-        except redis.RedisError as exc:
+        except self._redis_error as exc:
             raise SharedModelError(f"cannot write {key} to Redis ({exc}); is the server up?") from exc
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         """The arrays stored under ``key``, or None if there is none."""
         try:
             blob = self._client.get(self._name(key))
-        except redis.RedisError as exc:
+        except self._redis_error as exc:
             raise SharedModelError(f"cannot read {key} from Redis ({exc}); is the server up?") from exc
         if blob is None:
             return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
 
 WANDERING = "wandering"
 
@@ -65,6 +64,9 @@ class EndpointGoalLearner:
         if pts.shape[0] == 1:
             labels = np.ones(1, dtype=np.int64)
         else:
+            # Imported here: learning goals is offline work, and a node should not pay scipy.cluster's memory.
+            from scipy.cluster.hierarchy import fcluster, linkage
+
             labels = fcluster(linkage(pts, method="average"), t=self.radius_m, criterion="distance")
         ids, counts = np.unique(labels, return_counts=True)
         keep = counts >= self.min_support
