@@ -31,13 +31,15 @@ def recordings(names: list[str], data_dir: Path) -> list[eth_ucy.Windows]:
     return [eth_ucy.windows(eth_ucy.load_file(data_dir / name)) for name in names]
 
 
-def training_set(held_out: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of every other scene plus the extra files, and a group label per recording file."""
+def training_set(held_out: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of every other scene plus the extra files, a group label per recording file, and
+    each window's start time in steps (the predictor replays the online protocol on them)."""
     names = [n for s, files in eth_ucy.SCENE_FILES.items() if s != held_out for n in files]
     parts = recordings([*names, *eth_ucy.EXTRA_TRAIN_FILES], data_dir)
     xy = np.concatenate([p.xy for p in parts])
     groups = np.concatenate([np.full(len(p.xy), i) for i, p in enumerate(parts)])
-    return xy, groups
+    frames = np.concatenate([p.start_frame // eth_ucy.FRAME_STEP for p in parts])
+    return xy, groups, frames
 
 
 def evaluate_recording(
@@ -84,7 +86,7 @@ def evaluate_recording(
 def evaluate_scene(
     scene: str, settings: list[str], cfg: PredictorConfig, data_dir: Path, max_windows: int | None, seed: int
 ) -> dict:
-    xy, groups = training_set(scene, data_dir)
+    xy, groups, frames = training_set(scene, data_dir)
     recs = recordings(list(eth_ucy.SCENE_FILES[scene]), data_dir)
     total = sum(len(r.xy) for r in recs)
     rng = np.random.default_rng(seed)
@@ -94,7 +96,7 @@ def evaluate_scene(
         else np.arange(total)
     )
     result = {}
-    pred = TrajectoryPredictor(cfg).fit(xy, groups)
+    pred = TrajectoryPredictor(cfg).fit(xy, groups, frames)
     pred.warmup()
     for setting in settings:
         acc = dict.fromkeys(("ade", "fde", "cv_ade", "cv_fde", "inside", "points", "n", "seconds"), 0.0)

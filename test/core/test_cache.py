@@ -152,7 +152,7 @@ def _drive(ctrl: MPCController, steps: int) -> list[tuple[float, float]]:
 
 
 def test_controllers_built_on_cached_structure_command_the_same(monkeypatch) -> None:
-    cfg = MPCConfig(horizon=10)
+    cfg = MPCConfig(horizon=10, time_limit_s=0.0)  # no time limit: a loaded machine must not change the plans
     monkeypatch.setattr(controller_module, "cached_problem", lambda *args: MPCProblem(*args))  # uncached build
     expected = _drive(MPCController(cfg), 15)
     cache = ByteLRU(1 << 20)

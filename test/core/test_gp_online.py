@@ -55,3 +55,14 @@ def test_new_hyperparameters_trigger_a_refit() -> None:
     model.set_params(RBFParams(np.array([0.5, 0.5]), 2.0, 0.1))
     assert model.refits_ == 2
     _check_equal_to_refit(model)
+
+
+def test_mean_only_prediction_equals_full_prediction_after_updates() -> None:
+    x, y = _data(160)
+    model = OnlineGP(PARAMS, capacity=100).fit(x[:60], y[:60])
+    xq = np.random.default_rng(7).normal(size=(5, x.shape[1]))
+    out = np.empty((5, y.shape[1]))
+    for lo in (60, 100, 130):  # append, then append with drops: alpha must follow every update
+        model.add(x[lo : lo + 30], y[lo : lo + 30])
+        model.predict_mean_into(xq, out)
+        np.testing.assert_allclose(out, model.predict(xq)[0], rtol=1e-9, atol=1e-10)

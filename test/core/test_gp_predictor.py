@@ -149,3 +149,67 @@ def test_online_variance_adapts_to_a_noisier_place(fitted: TrajectoryPredictor) 
     assert np.all(fitted.col_var_eff_ > 2.0 * fitted.col_var_)
     fitted.reset_online()
     np.testing.assert_array_equal(fitted.col_var_eff_, fitted.col_var_)
+
+
+def timed_places(n: int, seed: int, learnable: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two places of ``n`` veering windows each, two windows starting per step, with group labels.
+
+    learnable: everyone in a place veers the same way (north in one, south in the other);
+    otherwise each pedestrian veers north or south at random, which no place model can foresee.
+    """
+    parts, groups, frames = [], [], []
+    rng = np.random.default_rng(seed)
+    for g, sign in enumerate((1.0, -1.0)):
+        w = veering_windows(n, seed + g)
+        flip = np.full(n, sign) if learnable else rng.choice([-1.0, 1.0], size=n)
+        w[:, :, 1] *= flip[:, None]
+        parts.append(w)
+        groups.append(np.full(n, g))
+        frames.append(np.arange(n) // 2)
+    return np.concatenate(parts), np.concatenate(groups), np.concatenate(frames)
+
+
+def test_place_settings_are_chosen_by_simulated_online_use() -> None:
+    from intent_perf_ros.core.gp.predictor import DEFAULT_PLACE_PARAMS, PLACE_GRID
+
+    cfg = PredictorConfig(**SMALL, place_sim_cuts=6)
+    xy, groups, frames = timed_places(300, 20, learnable=True)
+    pred = TrajectoryPredictor(cfg).fit(xy, groups, frames)
+    assert any(pred.place_params_ is p for p in PLACE_GRID)
+    # the cross-track veer of the later steps is what a place teaches: trusted
+    assert np.all(pred.place_shrink_[13::2] > 0.5)
+    xy, groups, frames = timed_places(300, 20, learnable=False)
+    pred = TrajectoryPredictor(cfg).fit(xy, groups, frames)
+    assert np.all(pred.place_shrink_[13::2] < 0.3)
+    # without start times nothing is simulated: default settings, full trust
+    pred = TrajectoryPredictor(cfg).fit(xy, groups)
+    assert pred.place_params_ is DEFAULT_PLACE_PARAMS and np.all(pred.place_shrink_ == 1.0)
+
+
+def test_shrink_rules_are_validated() -> None:
+    with pytest.raises(ValueError, match="worst_place"):
+        PredictorConfig(place_shrink_rule="mean")
+
+
+def test_warmup_predicts_a_full_batch_and_one_query() -> None:
+    pred = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(curved_windows(300, 1))
+    sizes = []
+    original = pred.predict
+
+    def spy(history, out_mean, out_var):
+        sizes.append(history.shape[0])
+        original(history, out_mean, out_var)
+
+    pred.predict = spy
+    pred.warmup()
+    assert sizes == [SMALL["max_humans"], 1]
+
+
+def test_motion_factors_below_the_minimum_fall_back_to_constant_velocity() -> None:
+    # turning at the same rate in both places transfers: the later cross-track outputs are trusted
+    xy = np.concatenate([curved_windows(200, 30), curved_windows(200, 31, origin=50.0)])
+    groups = np.repeat([0, 1], 200)
+    pred = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(xy, groups)
+    assert np.all(pred.motion_shrink_[13::2] > 0.5)
+    strict = TrajectoryPredictor(PredictorConfig(**SMALL, motion_min_shrink=1.01)).fit(xy, groups)
+    assert np.all(strict.motion_shrink_ == 0.0)

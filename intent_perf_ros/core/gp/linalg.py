@@ -35,10 +35,11 @@ def cholesky_jittered(k: np.ndarray, jitter: float, max_jitter: float) -> tuple[
             added = max(added * 10.0, 1e-12)
 
 
-def trsm_lower_inplace(lower: np.ndarray, rhs_f: np.ndarray) -> None:
-    """Solve ``lower @ x = rhs_f`` in place; ``rhs_f`` must be Fortran-contiguous (no copy is made)."""
+def trsm_lower_inplace(lower: np.ndarray, rhs_f: np.ndarray, transpose: bool = False) -> None:
+    """Solve ``lower @ x = rhs_f`` (or ``lower.T @ x = rhs_f``) in place; ``rhs_f`` must be
+    Fortran-contiguous (no copy is made)."""
     fn = blas.dtrsm if lower.dtype == np.float64 else blas.strsm
-    fn(1.0, lower, rhs_f, side=0, lower=1, trans_a=0, diag=0, overwrite_b=1)
+    fn(1.0, lower, rhs_f, side=0, lower=1, trans_a=int(transpose), diag=0, overwrite_b=1)
 
 
 def cho_solve(lower: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from intent_perf_ros.core.gp.exact import ExactGP, check_xy
 from intent_perf_ros.core.gp.kernels import RBFParams, rbf_cross_into
+from intent_perf_ros.core.gp.linalg import trsm_lower_inplace
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -140,6 +141,7 @@ class OnlineGP(ExactGP):
         self._y = np.empty((cap, p))
         self._scaled = np.empty((cap, d), dtype=dt)
         self._beta = np.empty((cap, p), dtype=dt)
+        self._alpha = np.empty(cap * p, dtype=dt)  # K^-1 Y, Fortran (n, p) view, for mean-only queries
         self._lflat = np.empty(cap * cap, dtype=dt)
         self._scratch_x = np.empty(cap, dtype=dt)
         self._scratch_w = np.empty(p, dtype=dt)
@@ -172,6 +174,13 @@ class OnlineGP(ExactGP):
         self.x_train_ = self._x[:n]
         self.y_train_ = self._y[:n]
         self.train_scaled_ = self._scaled[:n]
+        # alpha = K^-1 Y = L^-T beta (R&W Alg. 2.1 line 3) for mean-only queries: one O(N^2 P)
+        # triangular solve per update, in the learning path rather than the prediction path
+        p = self._beta.shape[1]
+        self._alpha_f = self._alpha[: n * p].reshape((n, p), order="F")
+        self._alpha_f[:] = self._beta[:n]
+        if n:
+            trsm_lower_inplace(self.L_, self._alpha_f, transpose=True)
 
     @property
     def n_train(self) -> int:
@@ -179,6 +188,22 @@ class OnlineGP(ExactGP):
 
     def _capacity(self) -> int:
         return self.capacity
+
+    def predict_mean_into(self, xq: np.ndarray, out_mean: np.ndarray) -> None:
+        """Posterior mean only (M, P), in place: k_*^T alpha (R&W Alg. 2.1 line 4).
+
+        With alpha kept current by every update, a query costs O(N (d + P)) instead of the O(N^2)
+        solve that the variance (``predict_into``) needs. Allocation-free; ``xq`` validated as for
+        ``predict_into``.
+        """
+        m, n = xq.shape[0], self._n
+        if m == 0:
+            return
+        if self._buffer.size < m * n:
+            self._buffer = np.empty(m * n, dtype=self._buffer.dtype)
+        ks = self._buffer[: m * n].reshape(m, n)
+        rbf_cross_into(xq, self.inv_lengthscales_, self.train_scaled_, self.params.signal_var, ks)
+        np.dot(ks, self._alpha_f, out=out_mean)
 
     def set_params(self, params: RBFParams) -> None:
         """New hyperparameters invalidate the factor: the one case that needs a refit."""
@@ -235,4 +260,5 @@ def compile_online_kernels(dtype: str = "float64") -> None:
     model = OnlineGP(RBFParams(np.ones(2), 1.0, 0.1), capacity=3, dtype=dtype)
     model.fit(rng.normal(size=(3, 2)), rng.normal(size=(3, 2)))
     model.add(rng.normal(size=(1, 2)), rng.normal(size=(1, 2)))
-    model.reserve(2)  # and the predict path on the views the online model hands to numba
+    model.reserve(2)  # and the predict paths on the views the online model hands to numba
+    model.predict_mean_into(np.zeros((1, 2), dtype=np.dtype(dtype)), np.empty((1, 2), dtype=np.dtype(dtype)))
