@@ -98,11 +98,14 @@ def test_auto_detects_cuda_lazily_only_above_the_crossover(
     assert calls == [1]
 
 
-def _torch_imported_after(call: str) -> bool:
+def _torch_imported_after(call: str, driver_present: bool = False) -> bool:
     code = (
         "import sys\n"
+        "from pathlib import Path\n"
+        "import intent_perf_ros.core.gp.backend_select as backend_select\n"
         "from intent_perf_ros.core.gp.backend_select import choose_backend\n"
-        f"print({call})\n"
+        + ("backend_select.NVIDIA_DRIVER = Path('/')\n" if driver_present else "")
+        + f"print({call})\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
@@ -115,9 +118,10 @@ def test_numpy_and_small_auto_never_import_torch() -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
-def test_large_auto_does_import_torch_to_look_for_cuda() -> None:
+def test_large_auto_imports_torch_to_look_for_cuda_only_where_an_nvidia_driver_is() -> None:
     # the control for the test above: the sys.modules check does see an import when there is one
-    assert _torch_imported_after("choose_backend('auto', 20000, 1000)")
+    assert _torch_imported_after("choose_backend('auto', 20000, 1000)", driver_present=True)
+    assert not _torch_imported_after("choose_backend('auto', 20000, 1000)", driver_present=False)
 
 
 def test_crossover_from_measurement() -> None:

@@ -26,6 +26,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from intent_perf_ros.core.gp.backend_select import BACKENDS, choose_backend
 from intent_perf_ros.core.gp.exact import ExactGP
 from intent_perf_ros.core.gp.features import (
     MOTION_LAGS,
@@ -67,7 +68,7 @@ class PredictorConfig:
     obs_steps: int = 8
     pred_steps: int = 12
     step_dt: float = 0.4
-    backend: str = "auto"  # "numpy" (numba + BLAS), "torch" (CUDA when available), "auto": numpy
+    backend: str = "auto"  # "numpy"/"numba" (numba + BLAS), "torch" (CUDA when available), "auto": see backend_select
     dtype: str = "float64"
     max_train: int = 1500  # exact motion GP trains on at most this many windows (random subset)
     sparse_threshold: int = 4000  # above this many windows the motion GP is sparse
@@ -103,8 +104,8 @@ class PredictorConfig:
             raise ValueError(
                 f"motion_lags {self.motion_lags} need obs_steps >= max lag + 2 (got {self.obs_steps})"
             )
-        if self.backend not in ("auto", "numpy", "torch"):
-            raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for rule in (self.shrink_rule, self.place_shrink_rule):
             if rule not in ("worst_place", "pooled"):
                 raise ValueError(f"shrink rules are 'worst_place' or 'pooled', got {rule!r}")
@@ -236,7 +237,8 @@ class TrajectoryPredictor:
 
     def _exact_model(self, params: RBFParams):
         cfg = self.config
-        if cfg.backend == "torch":
+        # torch only when asked for, or on "auto" with CUDA above the measured crossover (never imported otherwise).
+        if choose_backend(cfg.backend, cfg.max_train, cfg.max_humans) == "torch":
             from intent_perf_ros.core.gp.torch_backend import TorchExactGP
 
             return TorchExactGP(params, jitter=cfg.jitter, dtype=cfg.dtype)
