@@ -109,7 +109,9 @@ class NodeProcesses:
     def _spawn(self, node: str) -> None:
         output = None
         if self.log_dir:
-            output = open(self.log_dir / f"{node}.log", "ab")  # noqa: SIM115 - closed in stop()
+            # A fresh log per run; a respawned node appends to its predecessor's.
+            mode = "ab" if node in self.processes else "wb"
+            output = open(self.log_dir / f"{node}.log", mode)  # noqa: SIM115 - closed in stop()
             self._logs.append(output)
         # A session of its own: a terminal's Ctrl-C reaches us, and we decide what the nodes get.
         self.processes[node] = subprocess.Popen(self.command(node), stdout=output, stderr=subprocess.STDOUT
