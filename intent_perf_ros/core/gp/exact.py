@@ -169,12 +169,7 @@ class ExactGP:
 
     def predict(self, xq: np.ndarray, include_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Allocating convenience wrapper around ``predict_into`` (validates the queries)."""
-        xq = np.ascontiguousarray(xq, dtype=np.dtype(self.dtype))
-        check_xy(xq, None, self.x_train_.shape[1])
-        mean = np.empty((xq.shape[0], self.beta_.shape[1]), dtype=xq.dtype)
-        var = np.empty(xq.shape[0], dtype=xq.dtype)
-        self.predict_into(xq, mean, var, include_noise)
-        return mean, var
+        return allocating_predict(self, xq, self.x_train_.shape[1], self.beta_.shape[1], include_noise)
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that fully define the fitted model (for the store)."""
@@ -224,3 +219,14 @@ class ExactGP:
         k_inv = cho_solve(self.L_[:n, :n], np.eye(n, dtype=self.L_.dtype))
         diag = np.diag(k_inv)
         return self.alpha_[:n] / diag[:, None], 1.0 / diag
+
+
+def allocating_predict(model, xq: np.ndarray, n_features: int, n_outputs: int,
+                       include_noise: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``predict`` of every GP backend: validate the queries, allocate the outputs, ``predict_into``."""
+    xq = np.ascontiguousarray(xq, dtype=np.dtype(model.dtype))
+    check_xy(xq, None, n_features)
+    mean = np.empty((xq.shape[0], n_outputs), dtype=xq.dtype)
+    var = np.empty(xq.shape[0], dtype=xq.dtype)
+    model.predict_into(xq, mean, var, include_noise)
+    return mean, var

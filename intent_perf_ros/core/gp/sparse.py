@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from intent_perf_ros.core.gp.exact import check_xy
+from intent_perf_ros.core.gp.exact import allocating_predict, check_xy
 from intent_perf_ros.core.gp.kernels import RBFParams, quad_variance_into, rbf, rbf_cross_into
 from intent_perf_ros.core.gp.linalg import cholesky_jittered, symmetric_product_into
 
@@ -143,9 +143,4 @@ class SparseGP:
 
     def predict(self, xq: np.ndarray, include_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Allocating convenience wrapper around ``predict_into``."""
-        xq = np.ascontiguousarray(xq, dtype=np.dtype(self.dtype))
-        check_xy(xq, None, self.train_scaled_.shape[1])
-        mean = np.empty((xq.shape[0], self.w_.shape[1]), dtype=xq.dtype)
-        var = np.empty(xq.shape[0], dtype=xq.dtype)
-        self.predict_into(xq, mean, var, include_noise)
-        return mean, var
+        return allocating_predict(self, xq, self.train_scaled_.shape[1], self.w_.shape[1], include_noise)

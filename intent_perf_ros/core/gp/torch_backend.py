@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from intent_perf_ros.core.gp.exact import check_xy
+from intent_perf_ros.core.gp.exact import allocating_predict, check_xy
 from intent_perf_ros.core.gp.kernels import RBFParams
 
 
@@ -104,12 +104,7 @@ class TorchExactGP:
         out_var[:m] = var.clamp_min(0.0).cpu().numpy()
 
     def predict(self, xq: np.ndarray, include_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        xq = np.ascontiguousarray(xq, dtype=np.dtype(self.dtype))
-        check_xy(xq, None, self.x_train_.shape[1])
-        mean = np.empty((xq.shape[0], self.beta_t_.shape[1]), dtype=xq.dtype)
-        var = np.empty(xq.shape[0], dtype=xq.dtype)
-        self.predict_into(xq, mean, var, include_noise)
-        return mean, var
+        return allocating_predict(self, xq, self.x_train_.shape[1], self.beta_t_.shape[1], include_noise)
 
     def loo_residuals(self) -> tuple[np.ndarray, np.ndarray]:
         """Closed-form leave-one-out residuals and variances (R&W eq. 5.12)."""
