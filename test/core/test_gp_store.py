@@ -103,3 +103,19 @@ def test_default_predictor_builds_stores_loads_and_rebuilds_corrupt(tmp_path: Pa
 def test_default_predictor_without_data_is_constant_velocity(tmp_path: Path) -> None:
     pred = default_predictor(PredictorConfig(**SMALL), str(tmp_path / "cache"), tmp_path / "missing")
     assert not pred.stats()["fitted"]
+
+
+def test_store_refuses_a_directory_other_users_can_write(tmp_path):
+    """diskcache unpickles entries, so models are only loaded from owner-only directories."""
+    from intent_perf_ros.core.gp.predictor import PredictorConfig
+    from intent_perf_ros.core.gp.store import load_predictor
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError, match="chmod 700"):
+        load_predictor(str(shared), PredictorConfig())
+    fresh = tmp_path / "fresh"
+    with pytest.raises(KeyError):
+        load_predictor(str(fresh), PredictorConfig())
+    assert fresh.stat().st_mode & 0o777 == 0o700  # created owner-only

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from intent_perf_ros.core.storage import owner_only_directory
+
 FORMAT_VERSION = 1
 
 
@@ -83,7 +85,7 @@ def save_predictor(pred, directory: str, data_digest: str = "") -> str:
     blob = _pack(arrays)
     digest = hashlib.sha256(meta_text.encode() + blob).hexdigest()
     key = settings_key(pred.config, data_digest)
-    with diskcache.Cache(directory) as cache:
+    with diskcache.Cache(owner_only_directory(directory)) as cache:
         cache.set(key, {"meta": meta_text, "arrays": blob, "digest": digest})
     return key
 
@@ -97,7 +99,8 @@ def load_predictor(directory: str, config, data_digest: str = ""):
     from intent_perf_ros.core.gp.sparse import SparseGP
 
     key = settings_key(config, data_digest)
-    with diskcache.Cache(directory) as cache:
+    # diskcache unpickles its entries: only ever from a directory no other user can write.
+    with diskcache.Cache(owner_only_directory(directory)) as cache:
         entry = cache.get(key)
     if entry is None:
         raise KeyError(f"no stored model for these settings in {directory}")
