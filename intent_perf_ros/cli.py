@@ -11,6 +11,7 @@ DELEGATED = {
                  "write a rosbag2 (mcap/sqlite3) of the input topics: synthetic scenario or ETH/UCY"),
     "bench": ("intent_perf_ros.bench.bench", "replay a bag through the nodes: latency, throughput, loss, RSS, report"),
     "perf": ("intent_perf_ros.bench.perf", "performance regression gate against perf/baseline.json"),
+    "load": ("intent_perf_ros.bench.load", "sweep humans x rate (x shards): saturation point and recommendation"),
     "sim": ("intent_perf_ros.bench.sim", "closed-loop simulation of the MPC among walking humans"),
     "eval-trajectories": ("intent_perf_ros.bench.eval_trajectories",
                           "GP prediction accuracy on ETH/UCY (ADE/FDE, calibration) vs constant velocity"),

@@ -52,7 +52,11 @@ def effective_params(params_file: Path, shards: int, overrides: dict[str, dict],
 
 
 class _QuotingDumper(yaml.SafeDumper):
-    """Quotes every string: rcl's parser reads YAML 1.1 words such as ``n`` or ``on`` as booleans."""
+    """Quotes every string (rcl's parser reads YAML 1.1 words such as ``n`` or ``on`` as booleans) and
+    writes shared values in full: shard sections share lists, and rcl refuses YAML aliases."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 _QuotingDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(

@@ -3,18 +3,50 @@
 Arguments: params_file (defaults to the installed config/intent_perf.yaml), respawn (restart a
 crashed node, default true), respawn_delay, use_aggregator (start diagnostic_aggregator with
 config/diagnostics_aggregator.yaml when the robot has it), enclave (SROS2 security enclave; empty
-= security off), log_level.
+= security off), log_level, shards (processes of the GP and belief nodes, default 1).
+
+With shards:=N > 1 the GP and belief nodes run as N processes each, named ``<node>_<i>`` with
+``shard_index`` i and ``shard_count`` N (as ``intent-perf up --shards N``): each predicts and
+tracks only the humans whose id hashes to it, and mpc_node plans once it has all N predictions
+messages of an observation (docs/benchmarking.md). A parameters file matches node names exactly,
+so a renamed shard would miss the ``gp_inference_node:`` section: the file's section of the base
+node is read here and given to every shard as its parameters, after the file itself (``/**``).
 """
 from pathlib import Path
 
+import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 NODES = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
+SHARDED = ("gp_inference_node", "belief_node")
+
+
+def _nodes(context, params_file, respawn, enclave) -> list[Node]:
+    """The node actions, with the shard count resolved (an OpaqueFunction: N is only known at launch)."""
+    shards = int(LaunchConfiguration("shards").perform(context))
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    path = params_file.perform(context)
+    sections = yaml.safe_load(Path(path).read_text()) or {}
+    common = {"respawn": respawn, "respawn_delay": LaunchConfiguration("respawn_delay"), "output": "screen",
+              "ros_arguments": ["--log-level", LaunchConfiguration("log_level"), "--enclave", enclave]}
+    actions = []
+    for node in NODES:
+        if shards == 1 or node not in SHARDED:
+            actions.append(Node(package="intent_perf_ros", executable=node, name=node, parameters=[path],
+                                **common))
+            continue
+        base = sections.get(node, {}).get("ros__parameters", {})
+        for index in range(shards):
+            actions.append(Node(package="intent_perf_ros", executable=node, name=f"{node}_{index}",
+                                parameters=[path, {**base, "shard_index": index, "shard_count": shards}],
+                                **common))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -31,15 +63,11 @@ def generate_launch_description() -> LaunchDescription:
                               description="start diagnostic_aggregator for rqt_robot_monitor"),
         DeclareLaunchArgument("enclave", default_value="", description="SROS2 enclave, e.g. /intent_perf"),
         DeclareLaunchArgument("log_level", default_value="info"),
+        DeclareLaunchArgument("shards", default_value="1",
+                              description="processes of the GP and belief nodes, each a shard of the humans"),
     ]
-    nodes = [
-        Node(package="intent_perf_ros", executable=name, name=name, output="screen",
-             parameters=[params_file], respawn=respawn,
-             respawn_delay=LaunchConfiguration("respawn_delay"),
-             ros_arguments=["--log-level", LaunchConfiguration("log_level"), "--enclave", enclave])
-        for name in NODES
-    ]
+    nodes = OpaqueFunction(function=_nodes, args=[params_file, respawn, enclave])
     aggregator = Node(package="diagnostic_aggregator", executable="aggregator_node", name="diagnostic_aggregator",
                       parameters=[str(share / "config" / "diagnostics_aggregator.yaml")],
                       condition=IfCondition(LaunchConfiguration("use_aggregator")))
-    return LaunchDescription([*arguments, *nodes, aggregator])
+    return LaunchDescription([*arguments, nodes, aggregator])

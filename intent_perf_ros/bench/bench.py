@@ -77,17 +77,53 @@ def _extras(stats: dict) -> dict[str, dict[str, int]]:
     return out
 
 
-def topic_loss(before: dict, after: dict, published: dict[str, int], replayer_in: dict[str, int]) -> dict:
+def topic_loss(
+    before: dict,
+    after: dict,
+    published: dict[str, int],
+    replayer_in: dict[str, int],
+    shards: int = 1,
+) -> dict:
     """Published vs received per topic during the run, from counter deltas of NodeStats.
 
     ``published``: what the replayer sent per input topic (None where it did not publish);
     ``replayer_in``: what the replayer received of the outputs it taps. Commands are counted as the
     answers to predictions (one per predictions message the MPC received): the stale-input
     watchdog's own commands are not messages of the chain and are excluded.
+
+    With ``shards`` > 1 the GP and belief processes are ``<node>_<i>``: every GP shard receives every
+    observation (each one is a consumer), predictions and beliefs published are summed over shards,
+    a belief shard counts only its own shard's predictions as received (it ignores the others), and
+    the MPC answers one command per complete cycle of ``shards`` predictions messages.
     """
 
     def delta(node: str, key: str) -> int:
         return after.get(node, {}).get(key, 0) - before.get(node, {}).get(key, 0)
+
+    if shards > 1:
+        gp = [f"gp_inference_node_{i}" for i in range(shards)]
+        belief = [f"belief_node_{i}" for i in range(shards)]
+        predictions_out = sum(delta(n, f"msgs_out.{PREDICTIONS}") for n in gp)
+        mpc_predictions = delta("mpc_node", f"msgs_in.{PREDICTIONS}")
+        chain = {
+            "humans/tracked": (published.get("humans/tracked"), {n: delta(n, "msgs_in.humans/tracked") for n in gp}),
+            "odom": (published.get("odom"), {"mpc_node": delta("mpc_node", "msgs_in.odom")}),
+            "goal_pose": (published.get("goal_pose"), {"mpc_node": delta("mpc_node", "msgs_in.goal_pose")}),
+            PREDICTIONS: (
+                predictions_out,
+                {
+                    "belief_nodes": sum(delta(n, f"msgs_in.{PREDICTIONS}") for n in belief),
+                    "mpc_node": mpc_predictions,
+                    "bench": replayer_in[PREDICTIONS],
+                },
+            ),
+            BELIEF: (
+                sum(delta(n, f"msgs_out.{BELIEF}") for n in belief),
+                {"mpc_node": delta("mpc_node", f"msgs_in.{BELIEF}"), "bench": replayer_in[BELIEF]},
+            ),
+            "cmd_vel": (mpc_predictions // shards, {"bench": replayer_in["cmd_vel"]}),
+        }
+        return _loss(chain)
 
     chain = {
         "humans/tracked": (
@@ -110,6 +146,11 @@ def topic_loss(before: dict, after: dict, published: dict[str, int], replayer_in
         ),
         "cmd_vel": (delta("mpc_node", f"msgs_in.{PREDICTIONS}"), {"bench": replayer_in["cmd_vel"]}),
     }
+    return _loss(chain)
+
+
+def _loss(chain: dict) -> dict:
+    """Per topic: what was published, what each consumer received, and the shortfall summed."""
     out = {}
     for topic, (sent, received) in chain.items():
         if sent is None:  # listen mode: someone else published it
@@ -140,27 +181,43 @@ def spin_until(
     return condition()
 
 
-def _not_ready(r: Replayer) -> list[str]:
+def stack_nodes(shards: int = 1) -> tuple[str, ...]:
+    """Names of the measured node processes (monitor excluded): sharded GP and belief processes are
+    ``<node>_<i>`` as ``runner.NodeProcesses`` names them, so readiness and counters use the same names."""
+    if shards <= 1:
+        return STACK_NODES
+    return (
+        *(f"gp_inference_node_{i}" for i in range(shards)),
+        *(f"belief_node_{i}" for i in range(shards)),
+        "mpc_node",
+    )
+
+
+def _not_ready(r: Replayer, shards: int = 1) -> list[str]:
     """What the stack still lacks: nodes that have not reported, and unmatched links of the chain
-    (the bench's own taps included)."""
-    missing = [f"NodeStats of {n}" for n in STACK_NODES if n not in r.stats]
-    if not r.matched():
+    (the bench's own taps included). Every shard must be up: a cycle completes only with all of them."""
+    missing = [f"NodeStats of {n}" for n in stack_nodes(shards) if n not in r.stats]
+    if not r.matched(shards if not r.listen else 1):
         missing.append(
             "a subscriber of every input topic" if not r.listen else "a publisher of /humans/tracked"
         )
     links = {
-        f"3 subscribers of {PREDICTIONS}": r.count_subscribers(PREDICTIONS) >= 3,
+        f"{shards + 2} subscribers of {PREDICTIONS}": r.count_subscribers(PREDICTIONS) >= shards + 2,
+        f"{shards} publishers of {PREDICTIONS}": r.count_publishers(PREDICTIONS) >= shards,
         f"2 subscribers of {BELIEF}": r.count_subscribers(BELIEF) >= 2,
+        f"{shards} publishers of {BELIEF}": r.count_publishers(BELIEF) >= shards,
         "a publisher of cmd_vel": r.count_publishers("cmd_vel") >= 1,
     }
     return missing + [name for name, ok in links.items() if not ok]
 
 
-def crowded(r: Replayer) -> list[str]:
+def crowded(r: Replayer, shards: int = 1) -> list[str]:
     """Publishers beyond one stack and one player: another stack on the same ROS_DOMAIN_ID would
-    add its messages to every count and latency here."""
-    found = {t: r.count_publishers(t) for t in (HUMANS, PREDICTIONS, BELIEF, "cmd_vel")}
-    return [f"{n} publishers of {t}" for t, n in found.items() if n > 1]
+    add its messages to every count and latency here. A sharded stack has ``shards`` publishers of
+    predictions and beliefs."""
+    expected = {HUMANS: 1, PREDICTIONS: shards, BELIEF: shards, "cmd_vel": 1}
+    found = {t: r.count_publishers(t) for t in expected}
+    return [f"{n} publishers of {t}" for t, n in found.items() if n > expected[t]]
 
 
 def score_predictions(
@@ -277,13 +334,25 @@ def run_bench(
     progress: bool = True,
     ros_args: dict[str, list[str]] | None = None,
     stack: NodeProcesses | None = None,
+    shards: int = 1,
+    overrides: dict[str, dict] | None = None,
 ) -> BenchRun:
     """One replay; see the module docstring. ``rate=None`` is ``--rate max``; ``ros_args`` per node
     are added to the started processes' command lines (e.g. ``["-p", "backend:=numpy"]``).
-    ``stack``: node processes the caller started and will stop (several replays, one start-up)."""
+    ``stack``: node processes the caller started and will stop (several replays, one start-up).
+    ``shards``: GP and belief processes (as ``intent-perf up --shards``); with ``attach`` it says how
+    many shards the running stack has. ``overrides``: parameter values per node for started stacks
+    (``NodeProcesses``), e.g. ``{"gp_inference_node": {"backend": "numpy"}}``."""
     if listen and not attach:
         raise ValueError("--listen measures a stack that runs already: use it with --attach")
-    owned = None if attach or stack else NodeProcesses(params_file, log_dir=log_dir, ros_args=ros_args)
+    if stack is not None:
+        shards = max(sum(1 for n in stack.nodes if n.startswith("gp_inference_node")), 1)
+    names = stack_nodes(shards)
+    owned = (
+        None
+        if attach or stack
+        else NodeProcesses(params_file, log_dir=log_dir, ros_args=ros_args, shards=shards, overrides=overrides)
+    )
     if owned is not None:
         owned.start()
     stack = stack or owned
@@ -292,20 +361,20 @@ def run_bench(
     exit_codes: dict[str, int] = {}
     try:
         executor = EventsExecutor(context=context)
-        pids = stack.pids() if stack is not None else find_node_pids(NODES)
-        replayer = Replayer(bag, listen=listen, sample_pids=pids, context=context)
+        pids = stack.pids() if stack is not None else find_node_pids((*names, *NODES[3:]))
+        replayer = Replayer(bag, listen=listen, sample_pids=pids, context=context, shards=shards)
         executor.add_node(replayer)
         startup_start = time.monotonic()
-        if not spin_until(executor, lambda: not _not_ready(replayer), startup_timeout_s, stack):
+        if not spin_until(executor, lambda: not _not_ready(replayer, shards), startup_timeout_s, stack):
             where = f"see {log_dir}/*.log" if stack else "is the stack running in this ROS_DOMAIN_ID?"
             raise RuntimeError(
                 f"the stack did not come up within {startup_timeout_s} s, missing: "
-                f"{', '.join(_not_ready(replayer))}; {where}"
+                f"{', '.join(_not_ready(replayer, shards))}; {where}"
             )
         startup_s = time.monotonic() - startup_start
-        if crowded(replayer):
+        if crowded(replayer, shards):
             raise RuntimeError(
-                f"{', '.join(crowded(replayer))}: another stack or player shares "
+                f"{', '.join(crowded(replayer, shards))}: another stack or player shares "
                 f"ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}; run the bench on a free domain"
             )
         before = _extras(replayer.stats)
@@ -328,8 +397,18 @@ def run_bench(
             play(replayer, spin, rate, max_in_flight, progress=lambda: bar.update(1))
         bar.close()
         play_end, play_end_mono = time.time_ns(), time.monotonic()
-        # Drain: every observation answered (command and belief), or nothing new for a second.
-        outputs = lambda: len(replayer.rec.commands) + len(replayer.rec.beliefs)  # noqa: E731
+        # Drain: every observation answered (command and belief), or nothing new for a second. Only
+        # outputs answering a sent observation count: the watchdog's commands after the replay would
+        # otherwise keep the wait alive for its whole 30 s whenever one observation went unanswered.
+        counted = [0, 0, 0]  # commands and beliefs looked at, of which answers
+
+        def outputs() -> int:
+            rec = replayer.rec
+            counted[2] += sum(1 for _, s in rec.commands[counted[0] :] if s in rec.sent)
+            counted[2] += sum(1 for _, s in rec.beliefs[counted[1] :] if s in rec.sent)
+            counted[:2] = [len(rec.commands), len(rec.beliefs)]
+            return counted[2]
+
         seen = [outputs(), time.monotonic()]
 
         def drained() -> bool:
@@ -339,7 +418,7 @@ def run_bench(
 
         spin_until(executor, drained, 30.0, stack)
         # Counters are final once every stack node reported twice more after the last input.
-        settled = {n: replayer.stats_count.get(n, 0) + 2 for n in STACK_NODES}
+        settled = {n: replayer.stats_count.get(n, 0) + 2 for n in names}
         spin_until(
             executor, lambda: all(replayer.stats_count.get(n, 0) >= c for n, c in settled.items()), 5.0
         )
@@ -355,14 +434,14 @@ def run_bench(
             BELIEF: len(replayer.rec.beliefs),
             "cmd_vel": len(run.e2e_ms),
         }
-        topics = topic_loss(before, _extras(replayer.stats), published, taps)
+        topics = topic_loss(before, _extras(replayer.stats), published, taps, shards)
         sampler = replayer.sampler
-        node_stats = {n: replayer.stats[n] for n in STACK_NODES if n in replayer.stats}
-        intruders = crowded(replayer)
+        node_stats = {n: replayer.stats[n] for n in names if n in replayer.stats}
+        intruders = crowded(replayer, shards)
         # NodeStats windows that overlap the replay (published up to one period after its end).
         windows = [m for t, m in replayer.stats_history if play_start_mono < t <= play_end_mono + 1.5]
         busy = (play_start_mono - sampler.t0, play_end_mono - sampler.t0)
-        stats_reports = {n: replayer.stats_count.get(n, 0) - counts_before.get(n, 0) for n in STACK_NODES}
+        stats_reports = {n: replayer.stats_count.get(n, 0) - counts_before.get(n, 0) for n in names}
         replayer.destroy_node()
         executor.shutdown()
     finally:
@@ -388,6 +467,7 @@ def run_bench(
                 "listen": listen,
                 "max_in_flight": max_in_flight if rate is None else None,
                 "restamped": not listen,
+                "shards": shards,
             },
             "machine": {
                 "platform": platform.platform(),
@@ -404,7 +484,8 @@ def run_bench(
             "rss_mb": rss,
             "rss_total_mb": sum(rss.values()),
             "cpu_percent": _mean_during(sampler.t_s, sampler.cpu_percent, *busy),
-            "node_callback_ms": callback_summary(windows),
+            "node_callback_ms": callback_summary(windows, names),
+            "node_extra": {n: {kv.key: kv.value for kv in m.extra} for n, m in node_stats.items()},
             "node_stats_reports": stats_reports,
             "timeseries": {"t_s": sampler.t_s, "rss_mb": sampler.rss_mb, "cpu_percent": sampler.cpu_percent},
             "exit_codes": exit_codes,
@@ -420,11 +501,11 @@ def _mean_during(t_s: list[float], series: dict[str, list[float]], start: float,
     return {n: float(np.nanmean([v[i] for i in inside])) for n, v in series.items() if v}
 
 
-def callback_summary(windows: list) -> dict[str, dict[str, float]]:
+def callback_summary(windows: list, nodes: tuple[str, ...] = STACK_NODES) -> dict[str, dict[str, float]]:
     """Per node, callback time over its NodeStats windows during the replay: the median of the
     window medians, the worst window's P95 and P99, and the maximum (windows are ~1 s)."""
     out = {}
-    for node in STACK_NODES:
+    for node in nodes:
         mine = [m for m in windows if m.node_name == node and m.rate_in_hz > 0]
         if mine:
             out[node] = {
@@ -491,7 +572,7 @@ def finite(value):
 def print_summary(result: dict) -> None:
     e, s = result["e2e_ms"], result["settings"]
     print(
-        f"intent-perf bench {result['bag']['path']} at rate {s['rate']}: "
+        f"intent-perf bench {result['bag']['path']} at rate {s['rate']}, {s['shards']} shard(s): "
         f"{result['observations']['answered']}/{result['observations']['sent']} observations answered "
         f"in {result['wall_s']:.1f} s"
     )
@@ -548,6 +629,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--topic-map", help="BAG_TOPIC=PACKAGE_TOPIC[,...] for bags with other topic names")
     p.add_argument("--params-file")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="GP and belief processes each (as intent-perf up --shards); with --attach: the running stack's",
+    )
     p.add_argument("--log-dir", default="out/bench_logs")
     p.add_argument(
         "--startup-timeout", type=float, default=180.0, help="seconds for the stack to come up (default 180)"
@@ -570,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.log_dir,
         max_in_flight=args.max_in_flight,
         startup_timeout_s=args.startup_timeout,
+        shards=args.shards,
     )
     print_summary(run.result)
     if args.json:

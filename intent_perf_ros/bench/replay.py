@@ -102,10 +102,13 @@ class Replayer(Node):
         listen: bool = False,
         sample_pids: dict[str, int] | None = None,
         sample_period_s: float = 0.5,
+        shards: int = 1,
         **node_kwargs,
     ) -> None:
         super().__init__("intent_perf_replayer", **node_kwargs)
         self.bag, self.listen = bag, listen
+        # A sharded stack answers each observation with one belief per shard: all must be back.
+        self.shards = max(shards, 1)
         self.rec = Recording()
         # Per input topic, named as the nodes' NodeStats name what they received (no leading slash).
         self.published: dict[str, int] = {"humans/tracked": 0, "odom": 0, "goal_pose": 0, "/clock": 0}
@@ -154,11 +157,16 @@ class Replayer(Node):
         self.stats_count[msg.node_name] = self.stats_count.get(msg.node_name, 0) + 1
 
     # --- inputs --------------------------------------------------------------------------------
-    def matched(self) -> bool:
-        """Every input topic has a subscriber (listen mode: someone publishes observations)."""
+    def matched(self, shards: int = 1) -> bool:
+        """Every input topic has a subscriber, observations one per GP shard (listen mode: someone
+        publishes observations). An observation sent before every shard matched would be lost."""
         if self.listen:
             return self.count_publishers(HUMANS) >= 1
-        return all(p.get_subscription_count() >= 1 for t, p in self.publishers_.items() if t != "/clock")
+        return all(
+            p.get_subscription_count() >= (shards if t == HUMANS else 1)
+            for t, p in self.publishers_.items()
+            if t != "/clock"
+        )
 
     def publish(self, message: RawMessage) -> int:
         """Publish restamped with the current wall-clock time; returns the stamp."""
@@ -172,11 +180,15 @@ class Replayer(Node):
         return stamp
 
     def answered(self) -> int:
-        """Observations whose command and belief have both come back."""
+        """Observations whose command and belief (every shard's) have both come back."""
         sent = self.rec.sent
+        beliefs: dict[int, int] = {}
+        for _, s in self.rec.beliefs:
+            if s in sent:
+                beliefs[s] = beliefs.get(s, 0) + 1
         return min(
             sum(1 for _, s in self.rec.commands if s in sent),
-            sum(1 for _, s in self.rec.beliefs if s in sent),
+            sum(1 for n in beliefs.values() if n >= self.shards),
         )
 
 
@@ -200,7 +212,8 @@ def play(
         return
     start, bag_start = time.monotonic_ns(), inputs[0].timestamp_ns
     commanded: set[int] = set()
-    believed: set[int] = set()
+    belief_count: dict[int, int] = {}  # stamp -> belief messages (one per shard)
+    believed: set[int] = set()  # stamps with every shard's belief
     pending: deque[int] = deque()  # stamps of observations published and maybe unanswered, oldest first
     seen = [0, 0]  # commands and beliefs already looked at
     for message in inputs:
@@ -212,7 +225,10 @@ def play(
             while True:
                 rec = replayer.rec
                 commanded.update(s for _, s in rec.commands[seen[0] :])
-                believed.update(s for _, s in rec.beliefs[seen[1] :])
+                for _, s in rec.beliefs[seen[1] :]:
+                    belief_count[s] = belief_count.get(s, 0) + 1
+                    if belief_count[s] >= replayer.shards:
+                        believed.add(s)
                 seen[:] = [len(rec.commands), len(rec.beliefs)]
                 oldest_live = time.time_ns() - int(stall_s * 1e9)
                 while pending and (

@@ -80,7 +80,8 @@ def markdown(run: BenchRun, images: list[str]) -> str:
     lines = [
         f"# intent-perf bench: `{r['bag']['path']}`",
         "",
-        f"Rate {s['rate']}, {'attached to a running stack' if s['attach'] else 'node processes started'}, "
+        f"Rate {s['rate']}, {s.get('shards', 1)} shard(s) of the GP and belief nodes, "
+        f"{'attached to a running stack' if s['attach'] else 'node processes started'}, "
         f"{r['machine']['cpus']} CPUs ({r['machine']['platform']}). {r['observations']['answered']} of "
         f"{r['observations']['sent']} observations answered in {r['wall_s']:.1f} s.",
         "",

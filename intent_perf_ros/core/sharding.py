@@ -18,7 +18,7 @@ def shard_of(track_id: int, shard_count: int) -> int:
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
-    return int(z % np.uint64(shard_count))
+    return np.int64(z % np.uint64(shard_count))  # not int(): numba would type that as a float
 
 
 class ShardCycles:

@@ -38,6 +38,7 @@ BELIEF_TOPIC = "intent/belief"
 CMD_TOPIC = "cmd_vel"
 STATUS_TOPIC = "mpc/status"
 SHORT_HORIZON, FEWER_HYPOTHESES = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
+BELIEF_TIMEOUT_S = 2.0  # an older belief of a human is not used (uniform instead)
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
@@ -86,7 +87,7 @@ class MpcNode(Node):
         self._goal = np.array(goal[:2], dtype=np.float64)
         self._has_goal = len(goal) > 2 and goal[2] > 0.5
         self._last_predictions = -math.inf
-        self._belief_of: dict[int, np.ndarray] = {}
+        self._belief_of: dict[int, tuple[np.ndarray, float]] = {}  # id -> (probabilities, received at)
         self._goals = np.zeros((0, 2))
         cap = self.max_humans
         self._pred_mean = np.zeros((cap, 64, 2))
@@ -153,8 +154,12 @@ class MpcNode(Node):
             except ValueError as exc:
                 self.stats.dropped += 1
                 self.stats.warn(f"ignoring behaviour: {exc}")
-        self._belief_of = {b.id: np.frombuffer(b.probabilities, dtype=np.float64) for b in msg.beliefs
-                           if len(b.probabilities) == k + 1}
+        # Merged by id: with sharded belief nodes each message holds only its shard's humans.
+        now = time.monotonic()
+        self._belief_of.update({b.id: (np.frombuffer(b.probabilities, dtype=np.float64), now) for b in msg.beliefs
+                                if len(b.probabilities) == k + 1})
+        if len(self._belief_of) > 4 * self.max_humans:  # forget humans whose belief went stale
+            self._belief_of = {i: e for i, e in self._belief_of.items() if now - e[1] < BELIEF_TIMEOUT_S}
 
     def on_predictions(self, msg: IntentPredictionArray) -> None:
         start = time.perf_counter_ns()
@@ -187,6 +192,7 @@ class MpcNode(Node):
         """Copy every shard's predictions (and the belief of each human) into the preallocated arrays."""
         n = 0
         k1 = self._goals.shape[0] + 1
+        now = time.monotonic()
         for part in parts:
             for p in part.predictions:
                 if n == self.max_humans or len(p.mean_x) < steps or len(p.var_x) < steps:
@@ -199,9 +205,9 @@ class MpcNode(Node):
                 self._xy[n] = (p.x, p.y)
                 self._vxy[n] = (p.vx, p.vy)
                 if k1 > 1:
-                    probs = self._belief_of.get(p.id)
-                    if probs is not None and probs.shape[0] == k1:
-                        self._probs[n, :k1] = probs
+                    entry = self._belief_of.get(p.id)
+                    if entry is not None and entry[0].shape[0] == k1 and now - entry[1] < BELIEF_TIMEOUT_S:
+                        self._probs[n, :k1] = entry[0]
                     else:  # no belief yet for this human: uniform over the goals and "wandering"
                         self._probs[n, :k1] = 1.0 / k1
                 n += 1
