@@ -142,11 +142,13 @@ def topic_counts(driver: ScenarioDriver) -> dict[str, dict]:
         "intent/predictions": (extra("gp_inference_node", "msgs_out.intent/predictions"),
                                ("belief_node", "mpc_node")),
         "intent/belief": (extra("belief_node", "msgs_out.intent/belief"), ("mpc_node",)),
-        "cmd_vel": (extra("mpc_node", "msgs_out.cmd_vel"), ("driver",)),
+        # Commands answering observations: one per predictions message the MPC received. The watchdog's
+        # commands (no fresh predictions, e.g. after the last observation) are counted apart by the driver.
+        "cmd_vel": (extra("mpc_node", "msgs_in.intent/predictions"), ("driver",)),
     }
     out = {}
     for topic, (published, consumers) in chain.items():
-        received = {c: (driver.commands_received if c == "driver" else extra(c, f"msgs_in.{topic}"))
+        received = {c: (len(driver.latencies_ms) if c == "driver" else extra(c, f"msgs_in.{topic}"))
                     for c in consumers}
         out[topic] = {"published": published, "received": received,
                       "lost": sum(max(published - r, 0) for r in received.values())}
