@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from threadpoolctl import threadpool_limits
 
 from intent_perf_ros.core.degradation import DegradationLadder
@@ -165,21 +167,26 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
 
     The EventsExecutor halves the per-message overhead of the SingleThreadedExecutor; its
     ``spin()`` can ignore shutdown, so it is driven with ``spin_once`` (a ``use_events_executor``
-    parameter of false selects the SingleThreadedExecutor).
+    parameter of false selects the SingleThreadedExecutor). Signals only set a flag: rclpy's own
+    handler shuts the context down while ``spin_once`` may be waiting in C++, which once left a
+    node hanging past its stop timeout; here the loop ends between two ``spin_once`` calls.
     """
     # One BLAS thread per node: the matrices are small (thread hand-offs cost more than they save) and
     # the nodes share the robot's few cores; measured: a 20-human GP batch 12-16 ms with 2 threads, 1.4-2.9 ms with 1.
     threadpool_limits(limits=1)
-    rclpy.init(args=args)
+    stop: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: stop.append(received))
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = node_factory()
         use_events = node.declare_parameter("use_events_executor", True).value
         executor = EventsExecutor() if use_events else SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.2)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
         if node is not None:
