@@ -60,8 +60,11 @@ $(STAMP)/package: setup.py $(STAMP)/msgs
 demo: setup
 	$(VENV)/bin/intent-perf demo --json out/demo_report.json
 
+# The suite, then the CI variant of the performance gate (about half a minute; timings are
+# normalised by a reference computation and re-measured before a regression is called).
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/intent-perf perf --short --baseline perf/baseline.json --json out/perf_short.json
 
 perf: setup
 	$(VENV)/bin/intent-perf perf --json out/perf.json
