@@ -151,8 +151,12 @@ class NodeProcesses:
             try:
                 codes[node] = process.wait(max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
-                process.kill()
-                codes[node] = process.wait()
+                process.send_signal(signal.SIGUSR1)  # the node dumps its stacks into its log (faulthandler)
+                try:
+                    codes[node] = process.wait(1.0)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    codes[node] = process.wait()
         for log in self._logs:
             log.close()
         self._logs.clear()

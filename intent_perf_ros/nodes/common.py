@@ -1,6 +1,7 @@
 """Plumbing shared by the four nodes: QoS profiles, stamps, statistics publishing, spinning."""
 from __future__ import annotations
 
+import faulthandler
 import inspect
 import math
 import signal
@@ -174,6 +175,9 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None) -> int:
     # One BLAS thread per node: the matrices are small (thread hand-offs cost more than they save) and
     # the nodes share the robot's few cores; measured: a 20-human GP batch 12-16 ms with 2 threads, 1.4-2.9 ms with 1.
     threadpool_limits(limits=1)
+    # SIGUSR1 dumps every thread's stack to stderr: the runner sends it before killing a node that
+    # did not stop in time, so the log says where it hung.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda received, _frame: stop.append(received))
