@@ -8,6 +8,7 @@ from pathlib import Path
 import diskcache
 import numpy as np
 import pytest
+from gp_windows import predict_all, random_windows
 
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
 from intent_perf_ros.core.gp.store import StoreError, settings_key
@@ -23,28 +24,16 @@ SMALL = dict(
 )
 
 
-def _windows(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    steps = rng.normal(0.0, 0.05, size=(n, 20, 2)) + rng.uniform(-0.5, 0.5, size=(n, 1, 2))
-    return np.cumsum(steps, axis=1)
-
-
-def _predict(pred: TrajectoryPredictor, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, var = np.empty((len(hist), 12, 2)), np.empty((len(hist), 12, 2))
-    pred.predict(hist, mean, var)
-    return mean, var
-
-
 def test_save_load_round_trip(tmp_path: Path) -> None:
     cfg = PredictorConfig(**SMALL)
-    pred = TrajectoryPredictor(cfg).fit(_windows(300, 0))
+    pred = TrajectoryPredictor(cfg).fit(random_windows(300, 0))
     pred.warmup()
     key = pred.save(str(tmp_path))
     assert key == settings_key(cfg) and key == settings_key(PredictorConfig(**SMALL))  # stable, not hash()
     loaded = TrajectoryPredictor.load(str(tmp_path), PredictorConfig(**SMALL))
     loaded.warmup()
-    hist = _windows(5, 1)[:, :8].copy()
-    for a, b in zip(_predict(pred, hist), _predict(loaded, hist), strict=True):
+    hist = random_windows(5, 1)[:, :8].copy()
+    for a, b in zip(predict_all(pred, hist), predict_all(loaded, hist), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12)
     with pytest.raises(KeyError):
         TrajectoryPredictor.load(str(tmp_path), PredictorConfig(**{**SMALL, "max_train": 201}))
@@ -52,7 +41,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 def test_corrupt_entry_is_detected(tmp_path: Path) -> None:
     cfg = PredictorConfig(**SMALL)
-    key = TrajectoryPredictor(cfg).fit(_windows(200, 0)).save(str(tmp_path))
+    key = TrajectoryPredictor(cfg).fit(random_windows(200, 0)).save(str(tmp_path))
     with diskcache.Cache(str(tmp_path)) as cache:
         entry = cache[key]
         blob = bytearray(entry["arrays"])
@@ -95,8 +84,8 @@ def test_default_predictor_builds_stores_loads_and_rebuilds_corrupt(tmp_path: Pa
     loaded = default_predictor(cfg, cache, data)  # the rebuilt entry is valid again
     for model in (built, rebuilt, loaded):
         model.warmup()
-    hist = _windows(3, 2)[:, :8].copy()
-    for a, b in zip(_predict(built, hist), _predict(loaded, hist), strict=True):
+    hist = random_windows(3, 2)[:, :8].copy()
+    for a, b in zip(predict_all(built, hist), predict_all(loaded, hist), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
 

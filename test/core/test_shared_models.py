@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from gp_windows import predict_all, random_windows
 
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor
 from intent_perf_ros.core.gp.store import settings_key
@@ -83,18 +84,6 @@ def store(redis_url: str) -> RedisModelStore:
     return RedisModelStore(redis_url)
 
 
-def _windows(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    steps = rng.normal(0.0, 0.05, size=(n, 20, 2)) + rng.uniform(-0.5, 0.5, size=(n, 1, 2))
-    return np.cumsum(steps, axis=1)
-
-
-def _predict(pred: TrajectoryPredictor, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean, var = np.empty((len(hist), 12, 2)), np.empty((len(hist), 12, 2))
-    pred.predict(hist, mean, var)
-    return mean, var
-
-
 SECOND_PROCESS = """
 import json, sys
 import numpy as np
@@ -113,13 +102,13 @@ print(json.dumps({"refits": pred.refits_, **pred.stats()}))
 
 def test_second_process_starts_warm_from_the_shared_model(store, redis_url, tmp_path) -> None:
     cfg = PredictorConfig(**SMALL)
-    pred = TrajectoryPredictor(cfg).fit(_windows(300, 0))
+    pred = TrajectoryPredictor(cfg).fit(random_windows(300, 0))
     pred.warmup()
     key = share_predictor(pred, store, DIGEST)
     assert key == settings_key(cfg, DIGEST)
     raw = redis.Redis.from_url(redis_url).get(KEY_PREFIX + key)
     assert raw[:2] == b"PK"  # a numpy .npz archive, not a pickle
-    hist = _windows(5, 1)[:, :8].copy()
+    hist = random_windows(5, 1)[:, :8].copy()
     path = tmp_path / "io.npz"
     np.savez(path, hist=hist)
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -131,14 +120,14 @@ def test_second_process_starts_warm_from_the_shared_model(store, redis_url, tmp_
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["fitted"] and info["refits"] == 0 and info["n_windows_fitted"] == 300  # loaded, not refitted
     got = np.load(path)
-    mean, var = _predict(pred, hist)
+    mean, var = predict_all(pred, hist)
     np.testing.assert_array_equal(got["mean"], mean)
     np.testing.assert_array_equal(got["var"], var)
 
 
 def test_missing_model_is_none_and_other_settings_miss(store) -> None:
     assert load_shared_predictor(store, PredictorConfig(**SMALL), DIGEST) is None
-    pred = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(_windows(100, 0))
+    pred = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(random_windows(100, 0))
     share_predictor(pred, store, DIGEST)
     assert load_shared_predictor(store, PredictorConfig(**SMALL), "cd" * 32) is None  # other training data
     assert load_shared_predictor(store, PredictorConfig(**{**SMALL, "max_train": 199}), DIGEST) is None
@@ -188,14 +177,14 @@ def test_pickled_corrupt_and_oversized_values_raise(store, redis_url, tmp_path, 
 
 def test_tampered_or_stale_predictor_raises(store, redis_url) -> None:
     cfg = PredictorConfig(**SMALL)
-    key = share_predictor(TrajectoryPredictor(cfg).fit(_windows(100, 0)), store, DIGEST)
+    key = share_predictor(TrajectoryPredictor(cfg).fit(random_windows(100, 0)), store, DIGEST)
     entry = store.get(key)
     flipped = entry["arrays"].copy()
     flipped[len(flipped) // 2] ^= 0xFF
     store.put(key, {**entry, "arrays": flipped})
     with pytest.raises(SharedModelError, match="corrupt"):
         load_shared_predictor(store, cfg, DIGEST)
-    other = share_predictor(TrajectoryPredictor(PredictorConfig(**{**SMALL, "seed": 1})).fit(_windows(100, 0)),
+    other = share_predictor(TrajectoryPredictor(PredictorConfig(**{**SMALL, "seed": 1})).fit(random_windows(100, 0)),
                             store, DIGEST)
     store.put(key, store.get(other))  # a valid model for other settings planted under this key
     with pytest.raises(SharedModelError, match="stale"):
