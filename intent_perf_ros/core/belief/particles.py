@@ -172,6 +172,15 @@ def weight_slot(s: int, x: float, y: float, vx: float, vy: float, params: np.nda
 
 
 @njit(cache=True)
+def _copy_particle(px, py, pvx, pvy, s, i, k, scratch, scratch_g, out):  # pragma: no cover - compiled
+    scratch[0, out] = px[s, i]
+    scratch[1, out] = py[s, i]
+    scratch[2, out] = pvx[s, i]
+    scratch[3, out] = pvy[s, i]
+    scratch_g[out] = k
+
+
+@njit(cache=True)
 def resample_slot(s: int, floor: int, px: np.ndarray, py: np.ndarray, pvx: np.ndarray, pvy: np.ndarray,
                   w: np.ndarray, g: np.ndarray, masses: np.ndarray, counts: np.ndarray, alloc: np.ndarray,
                   scratch: np.ndarray, scratch_g: np.ndarray, rng: np.ndarray) -> None:
@@ -198,20 +207,12 @@ def resample_slot(s: int, floor: int, px: np.ndarray, py: np.ndarray, pvx: np.nd
             last = i
             cum += scale if uni else w[s, i] * scale
             while j < nk and target < cum:
-                scratch[0, out] = px[s, i]
-                scratch[1, out] = py[s, i]
-                scratch[2, out] = pvx[s, i]
-                scratch[3, out] = pvy[s, i]
-                scratch_g[out] = k
+                _copy_particle(px, py, pvx, pvy, s, i, k, scratch, scratch_g, out)
                 out += 1
                 j += 1
                 target += step
-        while j < nk:
-            scratch[0, out] = px[s, last]
-            scratch[1, out] = py[s, last]
-            scratch[2, out] = pvx[s, last]
-            scratch[3, out] = pvy[s, last]
-            scratch_g[out] = k
+        while j < nk:  # rounding left the group short: repeat its last particle
+            _copy_particle(px, py, pvx, pvy, s, last, k, scratch, scratch_g, out)
             out += 1
             j += 1
         scratch[4, out - nk:out] = mk / nk
