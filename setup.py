@@ -8,7 +8,8 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "intent_perf_ros"
-NODES = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
+# composed_nodes runs the first three in one process (nodes/composed_nodes.py).
+NODES = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node", "composed_nodes")
 
 setup(
     name=PACKAGE,

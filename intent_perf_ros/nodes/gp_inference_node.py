@@ -20,6 +20,7 @@ from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS, NodeStatistics
 HUMANS_TOPIC = "humans/tracked"
 PREDICTIONS_TOPIC = "intent/predictions"
 NO_ONLINE_LEARNING, CONSTANT_VELOCITY = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
+HORIZON_FIELDS = ("mean_x", "mean_y", "var_x", "var_y")
 UNSURE_VARIANCE = 4.0  # [m^2] per axis: a 2 m standard deviation when a prediction had to be repaired
 
 
@@ -78,6 +79,12 @@ class GpInferenceNode(Node):
         self._var = np.zeros((self.max_humans, pred_steps, 2))
         self._pred_steps = pred_steps
         self._windows_learned = 0
+        self._message = IntentPredictionArray(step_dt=self.step_dt, horizon_steps=pred_steps,
+                                              shard_index=self.shard_index, shard_count=self.shard_count)
+        self._message_pool = [IntentPrediction(**{f: array.array("d", bytes(8 * pred_steps)) for f in HORIZON_FIELDS})
+                              for _ in range(self.max_message_humans)]
+        self._message_views = [[np.frombuffer(getattr(p, f), dtype=np.float64) for f in HORIZON_FIELDS]
+                               for p in self._message_pool]
 
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats,
                                     DegradationLadder(NODE_LEVELS["gp_inference_node"], budget_ms))
@@ -161,23 +168,22 @@ class GpInferenceNode(Node):
         self.stats.warn(f"non-finite GP prediction for {int(bad.sum())} humans replaced by a standing prediction")
 
     def _to_message(self, header, n: int) -> IntentPredictionArray:
-        out = IntentPredictionArray()
+        """Fill the preallocated message: scalars through the generated setters, the horizon arrays
+        by copying into numpy views of the message's own buffers (rclpy serialises a message while
+        ``publish`` runs, so the same objects can carry the next cycle)."""
+        out = self._message
         out.header = header
-        out.step_dt = self.step_dt
-        out.horizon_steps = self._pred_steps
-        out.shard_index, out.shard_count = self.shard_index, self.shard_count
-        predictions = []
         for i in range(n):
-            p = IntentPrediction()
+            p = self._message_pool[i]
             p.id = int(self._ids[i])
             p.x, p.y = float(self._xy[i, 0]), float(self._xy[i, 1])
             p.vx, p.vy = float(self._vxy[i, 0]), float(self._vxy[i, 1])
-            p.mean_x = array.array("d", self._mean[i, :, 0].tobytes())
-            p.mean_y = array.array("d", self._mean[i, :, 1].tobytes())
-            p.var_x = array.array("d", self._var[i, :, 0].tobytes())
-            p.var_y = array.array("d", self._var[i, :, 1].tobytes())
-            predictions.append(p)
-        out.predictions = predictions
+            views = self._message_views[i]
+            views[0][:] = self._mean[i, :, 0]
+            views[1][:] = self._mean[i, :, 1]
+            views[2][:] = self._var[i, :, 0]
+            views[3][:] = self._var[i, :, 1]
+        out.predictions = self._message_pool[:n]
         return out
 
     def learn(self) -> None:

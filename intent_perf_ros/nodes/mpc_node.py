@@ -20,7 +20,7 @@ from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.mpc.controller import ControlResult, Mode, MPCConfig, MPCController
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 from intent_perf_ros.core.sharding import ShardCycles
-from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray
+from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPrediction, IntentPredictionArray
 from intent_perf_ros.nodes.common import (
     COMMAND_QOS,
     CONTROL_QOS,
@@ -39,6 +39,10 @@ CMD_TOPIC = "cmd_vel"
 STATUS_TOPIC = "mpc/status"
 SHORT_HORIZON, FEWER_HYPOTHESES = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
 BELIEF_TIMEOUT_S = 2.0  # an older belief of a human is not used (uniform instead)
+
+
+def _by_id(prediction: IntentPrediction) -> int:
+    return prediction.id
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
@@ -193,24 +197,25 @@ class MpcNode(Node):
         n = 0
         k1 = self._goals.shape[0] + 1
         now = time.monotonic()
-        for part in parts:
-            for p in part.predictions:
-                if n == self.max_humans or len(p.mean_x) < steps or len(p.var_x) < steps:
-                    self.stats.dropped += 1
-                    continue
-                self._pred_mean[n, :steps, 0] = p.mean_x[:steps]
-                self._pred_mean[n, :steps, 1] = p.mean_y[:steps]
-                self._pred_var[n, :steps, 0] = p.var_x[:steps]
-                self._pred_var[n, :steps, 1] = p.var_y[:steps]
-                self._xy[n] = (p.x, p.y)
-                self._vxy[n] = (p.vx, p.vy)
-                if k1 > 1:
-                    entry = self._belief_of.get(p.id)
-                    if entry is not None and entry[0].shape[0] == k1 and now - entry[1] < BELIEF_TIMEOUT_S:
-                        self._probs[n, :k1] = entry[0]
-                    else:  # no belief yet for this human: uniform over the goals and "wandering"
-                        self._probs[n, :k1] = 1.0 / k1
-                n += 1
+        # In id order: shards' messages arrive in any order, and the QP's constraint order (hence OSQP's
+        # iterates) must not depend on it, so that sharded and unsharded stacks plan the same.
+        for p in sorted((p for part in parts for p in part.predictions), key=_by_id):
+            if n == self.max_humans or len(p.mean_x) < steps or len(p.var_x) < steps:
+                self.stats.dropped += 1
+                continue
+            self._pred_mean[n, :steps, 0] = p.mean_x[:steps]
+            self._pred_mean[n, :steps, 1] = p.mean_y[:steps]
+            self._pred_var[n, :steps, 0] = p.var_x[:steps]
+            self._pred_var[n, :steps, 1] = p.var_y[:steps]
+            self._xy[n] = (p.x, p.y)
+            self._vxy[n] = (p.vx, p.vy)
+            if k1 > 1:
+                entry = self._belief_of.get(p.id)
+                if entry is not None and entry[0].shape[0] == k1 and now - entry[1] < BELIEF_TIMEOUT_S:
+                    self._probs[n, :k1] = entry[0]
+                else:  # no belief yet for this human: uniform over the goals and "wandering"
+                    self._probs[n, :k1] = 1.0 / k1
+            n += 1
         return n
 
     def _expand(self, n: int, steps: int, pred_dt: float, use_belief: bool) -> int:
