@@ -79,3 +79,36 @@ def test_sustained_overload_degrades_to_constant_velocity_and_keeps_predicting(r
     assert all(b - a in (0, 1) for a, b in itertools.pairwise(levels))
     assert gp.stats.ladder.name == "constant_velocity"
     assert all(np.isfinite(list(p.mean_x)).all() for m in received for p in m.predictions)
+
+
+def test_online_learning_takes_a_bounded_evenly_spaced_chunk_per_tick(ros, tmp_path):
+    gp = ros.add(GpInferenceNode(parameter_overrides=[
+        Parameter("model_cache_dir", value=str(tmp_path / "models")),
+        Parameter("dataset_dir", value=str(tmp_path / "no_data")),
+        Parameter("max_stamp_age_s", value=1e10),
+        Parameter("learn_period_s", value=1e6),  # learn() is called by the test, not by the timer
+        Parameter("learn_max_windows", value=5),
+    ]))
+    learned: list[np.ndarray] = []
+    gp.predictor.add_windows = lambda windows: learned.append(windows.copy())
+    completed: list[np.ndarray] = []
+    take = gp.tracks.take_windows
+    gp.tracks.take_windows = lambda: completed.append(take().copy()) or completed[-1]
+
+    def walk(steps: range) -> None:  # five humans at 1 m/s, 10 Hz; a window is 20 steps of 0.4 s
+        for k in steps:
+            msg = TrackedHumans(humans=[HumanState(id=i, x=0.1 * k, y=float(i), vx=1.0, vy=0.0) for i in range(5)])
+            msg.header.frame_id = "map"
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k // 10, (k % 10) * 100_000_000
+            gp.on_humans(msg)
+
+    walk(range(120))
+    gp.learn()
+    assert len(completed[0]) > 20  # about 4 s of windows from five humans
+    assert len(learned) == 1 and len(learned[0]) == 5
+    np.testing.assert_array_equal(learned[0][[0, -1]], completed[0][[0, -1]])  # spread over the backlog
+    walk(range(120, 124))  # one more grid step: one window per human, as many as the bound, all learned
+    gp.learn()
+    assert len(completed[1]) == 5 and np.array_equal(learned[1], completed[1])
+    assert gp._windows_learned == 10
+    assert gp._windows_skipped == len(completed[0]) - 5
