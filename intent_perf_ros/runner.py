@@ -11,12 +11,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 NODES: tuple[str, ...] = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
 SHARDED: tuple[str, ...] = ("gp_inference_node", "belief_node")
+
+
+def process_names(node: str, shards: int) -> list[str]:
+    """Node names of ``node``'s processes in a stack of ``shards`` shards: ``<node>_<i>`` for a sharded
+    node, else ``node``. The one naming rule of the runner, the launch file, the bench and the monitor's
+    expected nodes: a name that differed in one of them would make a live shard look missing."""
+    if shards > 1 and node in SHARDED:
+        return [f"{node}_{index}" for index in range(shards)]
+    return [node]
+
+
+def expand_shards(nodes: Iterable[str], shards: int) -> list[str]:
+    """``nodes`` with every sharded node replaced by its shards' names (others, and names already of a
+    shard such as ``belief_node_1``, kept as they are)."""
+    return [name for node in nodes for name in process_names(node, shards)]
 
 
 def default_params_file() -> Path:
@@ -35,7 +51,8 @@ def effective_params(params_file: Path, shards: int, overrides: dict[str, dict],
     Overrides are written into each node's own section because rcl lets a node-specific value in a
     parameters file win over a ``-p`` given on the command line. Parameter files match node names
     exactly (no partial wildcards), so each renamed shard (``gp_inference_node_1``) gets its own
-    section: the base node's parameters plus ``shard_index`` and ``shard_count``.
+    section: the base node's parameters plus ``shard_index`` and ``shard_count``. The monitor gets
+    ``shard_count`` too, so that it expects every shard by name (``expand_shards``).
     """
     params = yaml.safe_load(params_file.read_text()) or {}
     for node, values in overrides.items():
@@ -43,9 +60,9 @@ def effective_params(params_file: Path, shards: int, overrides: dict[str, dict],
     if shards > 1:
         for node in SHARDED:
             base = params.get(node, {}).get("ros__parameters", {})
-            for index in range(shards):
-                params[f"{node}_{index}"] = {"ros__parameters": {**base, "shard_index": index,
-                                                                 "shard_count": shards}}
+            for index, name in enumerate(process_names(node, shards)):
+                params[name] = {"ros__parameters": {**base, "shard_index": index, "shard_count": shards}}
+        params.setdefault("monitor_node", {}).setdefault("ros__parameters", {})["shard_count"] = shards
     out = directory / "params.yaml"
     out.write_text(yaml.dump(params, Dumper=_QuotingDumper))
     return out
@@ -86,9 +103,7 @@ class NodeProcesses:
             self._scratch = tempfile.TemporaryDirectory(prefix="intent_perf_params_")
             self.params_file = effective_params(self.params_file, shards, overrides or {}, Path(self._scratch.name))
         # process name -> node executable
-        self.node_of = {name: node for node in nodes
-                        for name in ([f"{node}_{i}" for i in range(shards)] if shards > 1 and node in SHARDED
-                                     else [node])}
+        self.node_of = {name: node for node in nodes for name in process_names(node, shards)}
         self.nodes = tuple(self.node_of)
         self.respawn = respawn
         self.log_dir = Path(log_dir) if log_dir else None

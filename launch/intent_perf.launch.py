@@ -11,6 +11,8 @@ tracks only the humans whose id hashes to it, and mpc_node plans once it has all
 messages of an observation (docs/benchmarking.md). A parameters file matches node names exactly,
 so a renamed shard would miss the ``gp_inference_node:`` section: the file's section of the base
 node is read here and given to every shard as its parameters, after the file itself (``/**``).
+monitor_node gets ``shard_count`` N, so it expects (reports STALE when silent) every shard by name.
+Names come from ``intent_perf_ros.runner.process_names``, the rule ``intent-perf up`` uses.
 """
 from pathlib import Path
 
@@ -22,8 +24,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-NODES = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
-SHARDED = ("gp_inference_node", "belief_node")
+from intent_perf_ros.runner import NODES, process_names
 
 
 def _nodes(context, params_file, respawn, enclave) -> list[Node]:
@@ -37,16 +38,20 @@ def _nodes(context, params_file, respawn, enclave) -> list[Node]:
               "ros_arguments": ["--log-level", LaunchConfiguration("log_level"), "--enclave", enclave]}
     actions = []
     for node in NODES:
-        if shards == 1 or node not in SHARDED:
-            actions.append(Node(package="intent_perf_ros", executable=node, name=node, parameters=[path],
-                                **common))
-            continue
         base = sections.get(node, {}).get("ros__parameters", {})
-        for index in range(shards):
-            actions.append(Node(package="intent_perf_ros", executable=node, name=f"{node}_{index}",
-                                parameters=[path, {**base, "shard_index": index, "shard_count": shards}],
-                                **common))
+        for index, name in enumerate(process_names(node, shards)):
+            actions.append(Node(package="intent_perf_ros", executable=node, name=name,
+                                parameters=[path, *_overrides(node, name, index, shards, base)], **common))
     return actions
+
+
+def _overrides(node: str, name: str, index: int, shards: int, base: dict) -> list[dict]:
+    """Parameters given after the file: a shard's own section, the monitor's shard count."""
+    if node == "monitor_node":
+        return [{"shard_count": shards}]
+    if name != node:
+        return [{**base, "shard_index": index, "shard_count": shards}]
+    return []
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -13,16 +13,22 @@ against ground truth at rate 1 only; latency and throughput figures are valid at
 Listen mode (``listen=True``) publishes nothing, for a bag played by ``ros2 bag play`` into a stack on
 a robot: then stamps are the recorded ones, and latency is measured from the moment the replayer
 itself receives an observation to the moment it receives the command with that stamp.
+
+Soak runs (``bench --duration``) last hours, so nothing here needs to grow with the run's length:
+``Recording.split`` hands the records of old observations over to be summarised (``LatencyDigest``,
+``Reservoir``), and ``ProcessSampler(max_samples=...)`` thins its time series as they grow.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import psutil
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -48,9 +54,15 @@ def message_class(msgtype: str) -> type:
 
 
 class ProcessSampler:
-    """RSS [MB] and CPU [% of one core] of named processes, sampled into time series."""
+    """RSS [MB] and CPU [% of one core] of named processes, sampled into time series.
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    ``max_samples``: when the series reach it, every second sample is dropped and from then on only
+    every second call is recorded (then every fourth ...), so a run of any length keeps between half
+    and all of ``max_samples`` points spread over the whole run. The peak RSS and the RSS of the last
+    ``recent`` calls are kept from every call, thinned or not.
+    """
+
+    def __init__(self, pids: dict[str, int], max_samples: int | None = None, recent: int = 10) -> None:
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         for p in self.processes.values():
             p.cpu_percent(None)  # the first call only starts the interval
@@ -58,16 +70,103 @@ class ProcessSampler:
         self.t_s: list[float] = []
         self.rss_mb: dict[str, list[float]] = {n: [] for n in self.processes}
         self.cpu_percent: dict[str, list[float]] = {n: [] for n in self.processes}
+        self.peak_rss_mb: dict[str, float] = {}
+        self.recent_rss_mb: dict[str, deque[float]] = {n: deque(maxlen=recent) for n in self.processes}
+        self.max_samples = max_samples
+        self._stride, self._calls = 1, 0
 
     def sample(self) -> None:
-        self.t_s.append(time.monotonic() - self.t0)
+        keep = self._calls % self._stride == 0
+        self._calls += 1
+        if keep:
+            self.t_s.append(time.monotonic() - self.t0)
         for name, p in self.processes.items():
             try:
-                rss, cpu = p.memory_info().rss / 2**20, p.cpu_percent(None)
+                # cpu_percent is the mean since its previous call: read it only for kept samples.
+                rss, cpu = p.memory_info().rss / 2**20, (p.cpu_percent(None) if keep else math.nan)
             except psutil.NoSuchProcess:
-                rss = cpu = float("nan")
-            self.rss_mb[name].append(rss)
-            self.cpu_percent[name].append(cpu)
+                rss = cpu = math.nan
+            self.recent_rss_mb[name].append(rss)
+            if rss > self.peak_rss_mb.get(name, -math.inf):  # False for NaN
+                self.peak_rss_mb[name] = rss
+            if keep:
+                self.rss_mb[name].append(rss)
+                self.cpu_percent[name].append(cpu)
+        if self.max_samples is not None and len(self.t_s) >= self.max_samples:
+            self._thin()
+
+    def _thin(self) -> None:
+        self.t_s = self.t_s[::2]
+        for series in (self.rss_mb, self.cpu_percent):
+            for name in series:
+                series[name] = series[name][::2]
+        self._stride *= 2
+
+
+class LatencyDigest:
+    """Latencies [ms] in bounded memory: count, mean and max exact; percentiles from a histogram of
+    log-spaced bins 1 % wide (from 1 us to ~6 h), so within 0.5 % of the exact value. Hours of
+    samples cost 2400 counters, where a list would grow by 100,000 floats an hour at 30 Hz."""
+
+    LOW_MS, RATIO, BINS = 1e-3, 1.01, 2400
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.BINS, dtype=np.int64)
+        self.count, self.total = 0, 0.0
+        self.min, self.max = math.inf, -math.inf
+
+    def add(self, values_ms) -> None:
+        a = np.asarray(values_ms, dtype=np.float64)
+        if a.size == 0:
+            return
+        bins = np.floor(np.log(np.maximum(a, self.LOW_MS) / self.LOW_MS) / math.log(self.RATIO))
+        self.counts += np.bincount(np.minimum(bins, self.BINS - 1).astype(np.int64), minlength=self.BINS)
+        self.count += int(a.size)
+        self.total += float(a.sum())
+        self.min, self.max = min(self.min, float(a.min())), max(self.max, float(a.max()))
+
+    def percentile(self, q: float) -> float:
+        """The value of rank ``q`` % (the middle of its bin, clamped to the exact min and max)."""
+        if self.count == 0:
+            return math.nan
+        rank = q / 100.0 * (self.count - 1)
+        b = int(np.searchsorted(np.cumsum(self.counts), rank, side="right"))
+        return min(max(self.LOW_MS * self.RATIO ** (b + 0.5), self.min), self.max)
+
+    def summary(self) -> dict[str, float]:
+        """The keys of ``bench.summary``: count, mean, p50, p95, p99, p999, max (NaN when empty)."""
+        return {
+            "count": self.count,
+            "mean": self.total / self.count if self.count else math.nan,
+            **{k: self.percentile(q) for k, q in (("p50", 50), ("p95", 95), ("p99", 99), ("p999", 99.9))},
+            "max": self.max if self.count else math.nan,
+        }
+
+
+class Reservoir:
+    """A uniform random sample of at most ``capacity`` (t, value) pairs of a stream (algorithm R):
+    what the report plots of a soak run, whatever its length."""
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        self.rows = np.zeros((capacity, 2))
+        self.seen = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, t, values) -> None:
+        batch = np.column_stack([np.asarray(t, dtype=np.float64), np.asarray(values, dtype=np.float64)])
+        index = self.seen + np.arange(len(batch))
+        capacity = len(self.rows)
+        # Item i (0-based) replaces a random slot with probability capacity / (i + 1).
+        slot = np.where(index < capacity, index, (self._rng.random(len(batch)) * (index + 1)).astype(np.int64))
+        keep = slot < capacity
+        self.rows[slot[keep]] = batch[keep]  # whole rows: t and value always come from the same item
+        self.seen += len(batch)
+
+    def items(self) -> tuple[list[float], list[float]]:
+        """The sample sorted by t."""
+        rows = self.rows[: min(self.seen, len(self.rows))]
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        return rows[:, 0].tolist(), rows[:, 1].tolist()
 
 
 def find_node_pids(nodes: tuple[str, ...]) -> dict[str, int]:
@@ -85,12 +184,43 @@ def find_node_pids(nodes: tuple[str, ...]) -> dict[str, int]:
 
 @dataclass
 class Recording:
-    """What came back: per output, (receive time ns, stamp ns); predictions keep their bytes."""
+    """What came back: per output, (receive time ns, stamp ns); predictions keep their bytes.
+
+    ``progress`` counts per observation sent (by stamp) the commands and beliefs that answered it, and
+    ``answers`` all such outputs: the replay's pacing and the drain read these, not the lists, so the
+    lists may be ``split`` while the replay runs."""
 
     sent: dict[int, tuple[int, int]] = field(default_factory=dict)  # stamp -> (send ns, bag time ns)
     predictions: list[tuple[int, int, bytes]] = field(default_factory=list)
     beliefs: list[tuple[int, int]] = field(default_factory=list)
     commands: list[tuple[int, int]] = field(default_factory=list)
+    progress: dict[int, list[int]] = field(default_factory=dict)  # stamp -> [commands, beliefs]
+    answers: int = 0
+
+    def observed(self, stamp: int, send_ns: int, bag_ns: int) -> None:
+        self.sent.setdefault(stamp, (send_ns, bag_ns))
+        self.progress.setdefault(stamp, [0, 0])
+
+    def answer(self, stamp: int, kind: int) -> None:
+        """An output (kind 0 command, 1 belief) with ``stamp``: counted if it answers an observation."""
+        counts = self.progress.get(stamp)
+        if counts is not None:
+            counts[kind] += 1
+            self.answers += 1
+
+    def split(self, before_ns: int) -> Recording:
+        """Move the observations stamped before ``before_ns``, and every output stamped before it, into
+        a new Recording (returned); an output arriving for them later is dropped at the next split."""
+        old = Recording()
+        for name in ("sent", "progress"):
+            mine = getattr(self, name)
+            getattr(old, name).update((s, v) for s, v in mine.items() if s < before_ns)
+            setattr(self, name, {s: v for s, v in mine.items() if s >= before_ns})
+        for name in ("predictions", "beliefs", "commands"):  # records are (receive ns, stamp, ...)
+            records = getattr(self, name)
+            setattr(old, name, [r for r in records if r[1] < before_ns])
+            setattr(self, name, [r for r in records if r[1] >= before_ns])
+        return old
 
 
 class Replayer(Node):
@@ -103,6 +233,7 @@ class Replayer(Node):
         sample_pids: dict[str, int] | None = None,
         sample_period_s: float = 0.5,
         shards: int = 1,
+        max_samples: int | None = None,
         **node_kwargs,
     ) -> None:
         super().__init__("intent_perf_replayer", **node_kwargs)
@@ -112,10 +243,11 @@ class Replayer(Node):
         self.rec = Recording()
         # Per input topic, named as the nodes' NodeStats name what they received (no leading slash).
         self.published: dict[str, int] = {"humans/tracked": 0, "odom": 0, "goal_pose": 0, "/clock": 0}
+        self.received: dict[str, int] = {PREDICTIONS: 0, BELIEF: 0, COMMANDS: 0}  # all outputs tapped
         self.stats: dict[str, NodeStats] = {}
         self.stats_history: list[tuple[float, NodeStats]] = []  # (monotonic receive time, message)
         self.stats_count: dict[str, int] = {}
-        self.sampler = ProcessSampler(sample_pids or {})
+        self.sampler = ProcessSampler(sample_pids or {}, max_samples)
         self.publishers_: dict[str, object] = {}
         if listen:
             self.create_subscription(
@@ -139,17 +271,24 @@ class Replayer(Node):
     # --- outputs -------------------------------------------------------------------------------
     def _on_observation(self, data: bytes) -> None:
         stamp = read_stamp(data)
-        self.rec.sent.setdefault(stamp, (time.time_ns(), stamp))
+        self.rec.observed(stamp, time.time_ns(), stamp)
         self.published["humans/tracked"] += 1
 
     def _on_predictions(self, data: bytes) -> None:
         self.rec.predictions.append((time.time_ns(), read_stamp(data), data))
+        self.received[PREDICTIONS] += 1
 
     def _on_belief(self, data: bytes) -> None:
-        self.rec.beliefs.append((time.time_ns(), read_stamp(data)))
+        now, stamp = time.time_ns(), read_stamp(data)
+        self.rec.beliefs.append((now, stamp))
+        self.rec.answer(stamp, 1)
+        self.received[BELIEF] += 1
 
     def _on_command(self, data: bytes) -> None:
-        self.rec.commands.append((time.time_ns(), read_stamp(data)))
+        now, stamp = time.time_ns(), read_stamp(data)
+        self.rec.commands.append((now, stamp))
+        self.rec.answer(stamp, 0)
+        self.received[COMMANDS] += 1
 
     def _on_stats(self, msg: NodeStats) -> None:
         self.stats[msg.node_name] = msg
@@ -176,20 +315,17 @@ class Replayer(Node):
         self.publishers_[message.topic].publish(bytes(data))
         self.published[message.topic.lstrip("/") if message.topic != "/clock" else "/clock"] += 1
         if message.topic == HUMANS:
-            self.rec.sent[stamp] = (stamp, message.timestamp_ns)
+            self.rec.observed(stamp, stamp, message.timestamp_ns)
         return stamp
 
+    def is_answered(self, stamp: int) -> bool:
+        """The observation's command and belief (every shard's) have both come back."""
+        counts = self.rec.progress.get(stamp)
+        return counts is not None and counts[0] >= 1 and counts[1] >= self.shards
+
     def answered(self) -> int:
-        """Observations whose command and belief (every shard's) have both come back."""
-        sent = self.rec.sent
-        beliefs: dict[int, int] = {}
-        for _, s in self.rec.beliefs:
-            if s in sent:
-                beliefs[s] = beliefs.get(s, 0) + 1
-        return min(
-            sum(1 for _, s in self.rec.commands if s in sent),
-            sum(1 for n in beliefs.values() if n >= self.shards),
-        )
+        """Observations of the recording whose command and every belief have come back."""
+        return sum(1 for s in self.rec.progress if self.is_answered(s))
 
 
 def play(
@@ -199,11 +335,13 @@ def play(
     max_in_flight: int = 4,
     stall_s: float = 1.0,
     progress: Callable[[], None] | None = None,
+    until: float | None = None,
 ) -> None:
     """Publish every input message: at ``rate`` x the recorded pace, or (``rate=None``) as fast as the
     stack answers, keeping at most ``max_in_flight`` observations without both their command and
     their belief (the slowest branch sets the pace; an observation that stays unanswered ``stall_s``
-    no longer counts, so a lost message cannot stop the replay).
+    no longer counts, so a lost message cannot stop the replay). ``until``: a ``time.monotonic()``
+    deadline after which nothing more is published (a soak run's end, mid-bag).
 
     ``spin_once(timeout_s)`` runs the caller's executor, which delivers the outputs meanwhile.
     """
@@ -211,11 +349,7 @@ def play(
     if not inputs:
         return
     start, bag_start = time.monotonic_ns(), inputs[0].timestamp_ns
-    commanded: set[int] = set()
-    belief_count: dict[int, int] = {}  # stamp -> belief messages (one per shard)
-    believed: set[int] = set()  # stamps with every shard's belief
     pending: deque[int] = deque()  # stamps of observations published and maybe unanswered, oldest first
-    seen = [0, 0]  # commands and beliefs already looked at
     for message in inputs:
         if rate is not None:
             target = start + (message.timestamp_ns - bag_start) / rate
@@ -223,21 +357,14 @@ def play(
                 spin_once(min((target - now) * 1e-9, 0.05))
         elif message.topic == HUMANS:
             while True:
-                rec = replayer.rec
-                commanded.update(s for _, s in rec.commands[seen[0] :])
-                for _, s in rec.beliefs[seen[1] :]:
-                    belief_count[s] = belief_count.get(s, 0) + 1
-                    if belief_count[s] >= replayer.shards:
-                        believed.add(s)
-                seen[:] = [len(rec.commands), len(rec.beliefs)]
                 oldest_live = time.time_ns() - int(stall_s * 1e9)
-                while pending and (
-                    (pending[0] in commanded and pending[0] in believed) or pending[0] < oldest_live
-                ):
+                while pending and (replayer.is_answered(pending[0]) or pending[0] < oldest_live):
                     pending.popleft()
-                if sum(1 for s in pending if s not in commanded or s not in believed) < max_in_flight:
+                if sum(1 for s in pending if not replayer.is_answered(s)) < max_in_flight:
                     break
                 spin_once(0.01)
+        if until is not None and time.monotonic() >= until:
+            return
         stamp = replayer.publish(message)
         if rate is None and message.topic == HUMANS:
             pending.append(stamp)

@@ -1,5 +1,6 @@
 """The bench result for people: a Markdown summary and PNG plots (latency histogram, latency over
-time, RSS and CPU over time). Plots are made headless (Agg), so this works over ssh and in CI."""
+time, RSS and CPU over time; for a soak run, percentiles per time slice). Plots are made headless
+(Agg), so this works over ssh and in CI."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def plot_latency(run: BenchRun, out: Path) -> list[str]:
         ax.legend()
     ax.set_xlabel("observation -> command latency [ms]")
     ax.set_ylabel("commands")
-    ax.set_title(f"latency histogram ({len(run.e2e_ms)} commands)")
+    sampled = " sampled" if "soak" in run.result else ""  # a soak run keeps a bounded sample
+    ax.set_title(f"latency histogram ({len(run.e2e_ms)} commands{sampled})")
     fig.tight_layout()
     fig.savefig(out / "latency_histogram.png", dpi=100)
     plt.close(fig)
@@ -72,6 +74,55 @@ def plot_resources(run: BenchRun, out: Path) -> list[str]:
     fig.savefig(out / "rss_over_time.png", dpi=100)
     plt.close(fig)
     return ["rss_over_time.png"]
+
+
+def plot_soak(run: BenchRun, out: Path) -> list[str]:
+    """End-to-end percentiles per time slice of a soak run (none for other runs)."""
+    soak = run.result.get("soak")
+    if not soak:
+        return []
+    slices = [s for s in soak["e2e_ms_per_slice"] if s["count"]]
+    middle = [(s["t0_s"] + s["t1_s"]) / 2 for s in slices]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for key in ("p50", "p95", "p99", "max"):
+        ax.plot(middle, [s[key] for s in slices], marker=".", label=key)
+    ax.axhline(run.result["deadline_ms"], color="r", linestyle="--", label="deadline")
+    ax.axvline(soak["warmup_s"], color="gray", linestyle=":", label="end of warm-up")
+    ax.set_xlabel("time since replay start [s]")
+    ax.set_ylabel("observation -> command [ms]")
+    ax.set_title(f"latency per {soak['slice_s']:g} s slice ({soak['loops']} loops of the bag)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "soak_latency.png", dpi=100)
+    plt.close(fig)
+    return ["soak_latency.png"]
+
+
+def soak_markdown(soak: dict) -> list[str]:
+    """The report's soak section: memory drift after warm-up, lost commands, latency per slice."""
+    warm, end, drift = soak["rss_mb_after_warmup"], soak["rss_mb_end"], soak["rss_drift_percent"]
+    return [
+        "## Soak",
+        "",
+        f"{soak['played_s']:.0f} s in {soak['loops']} loops of the bag, {soak['loop_gap_s']:.1f} s apart "
+        f"(longer than the nodes' track timeout: every loop's humans are new tracks). RSS is the median of the "
+        f"last 5 s at the end of the {soak['warmup_s']:.0f} s warm-up and at the end. Lost commands: "
+        f"{soak['lost_commands']}.",
+        "",
+        "| node | RSS after warm-up [MB] | RSS at the end [MB] | drift |",
+        "|---|---|---|---|",
+        *(f"| {n} | {_fmt(warm[n], 1)} | {_fmt(end[n], 1)} | {_fmt(drift[n])} % |" for n in warm if n in end),
+        f"| total | {_fmt(sum(warm.values()), 1)} | {_fmt(sum(end.values()), 1)} | {_fmt(drift.get('total'))} % |",
+        "",
+        "| slice [s] | commands | P50 | P95 | P99 | max |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {s['t0_s']:.0f}-{s['t1_s']:.0f} | {s['count']} | {_fmt(s['p50'])} | {_fmt(s['p95'])} | "
+            f"{_fmt(s['p99'])} | {_fmt(s['max'])} |"
+            for s in soak["e2e_ms_per_slice"]
+        ),
+        "",
+    ]
 
 
 def markdown(run: BenchRun, images: list[str]) -> str:
@@ -163,7 +214,9 @@ def markdown(run: BenchRun, images: list[str]) -> str:
             "",
         ]
     else:
-        lines += ["Not scored (no ground truth topic in the bag, or rate other than 1).", ""]
+        lines += ["Not scored (no ground truth topic in the bag, rate other than 1, or a soak run).", ""]
+    if "soak" in r:
+        lines += soak_markdown(r["soak"])
     lines += ["## Plots", "", *(f"![{name}]({name})" for name in images), ""]
     return "\n".join(lines)
 
@@ -172,7 +225,7 @@ def write_report(run: BenchRun, directory: Path | str) -> Path:
     """Write report.md and the plots into ``directory``; returns the Markdown file's path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    images = plot_latency(run, out) + plot_resources(run, out)
+    images = plot_latency(run, out) + plot_resources(run, out) + plot_soak(run, out)
     path = out / "report.md"
     path.write_text(markdown(run, images))
     return path

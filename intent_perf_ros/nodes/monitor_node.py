@@ -12,6 +12,7 @@ from intent_perf_ros.core.health import HealthModel, NodeSnapshot, Thresholds
 from intent_perf_ros.monitoring.prometheus_exporter import PrometheusExporter
 from intent_perf_ros.msg import NodeStats
 from intent_perf_ros.nodes.common import CONTROL_QOS, STATS_TOPIC, run
+from intent_perf_ros.runner import expand_shards
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
 _SNAPSHOT_FIELDS = tuple(f.name for f in fields(NodeSnapshot) if f.name not in ("node_name", "extra"))
@@ -29,7 +30,12 @@ class MonitorNode(Node):
         hardware_id: str = self.declare_parameter("hardware_id", socket.gethostname()).value
         expected = list(self.declare_parameter(
             "expected_nodes", ["gp_inference_node", "belief_node", "mpc_node"]).value)
-        self.health = HealthModel(thresholds, hardware_id, pipeline_node="mpc_node", expected_nodes=expected)
+        # Set by `intent-perf up --shards N` and the launch file's shards:=N: a sharded node runs as N
+        # processes with their own names, and each of them must be reported missing on its own.
+        shard_count: int = self.declare_parameter("shard_count", 1).value
+        self.expected_nodes: tuple[str, ...] = tuple(expand_shards(expected, shard_count))
+        self.health = HealthModel(thresholds, hardware_id, pipeline_node="mpc_node",
+                                  expected_nodes=self.expected_nodes)
         # Off by default; binds to loopback unless an address is configured (nothing listens outside by default).
         port: int = self.declare_parameter("prometheus_port", 0).value
         address: str = self.declare_parameter("prometheus_address", "127.0.0.1").value

@@ -2,12 +2,13 @@
 
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from intent_perf_ros.bench import bags, bench, make_bag, report
+from intent_perf_ros.bench import bags, bench, make_bag, replay, report
 
 KEYS_E2E = {"count", "mean", "p50", "p95", "p99", "p999", "max"}
 
@@ -126,3 +127,45 @@ def test_bench_on_a_tiny_bag(tmp_path):
         "rss_over_time.png",
     }
     assert "observation -> command" in (pages / "report.md").read_text()
+
+
+def test_soak_streaming_figures_are_bounded_and_close_to_exact():
+    values = np.random.default_rng(1).lognormal(0.0, 1.0, 50_000)
+    digest = replay.LatencyDigest()
+    for chunk in np.array_split(values, 7):
+        digest.add(chunk)
+    exact = bench.summary(values)
+    got = digest.summary()
+    assert got["count"] == exact["count"] and got["max"] == exact["max"]
+    assert got["mean"] == pytest.approx(exact["mean"])
+    for key in ("p50", "p95", "p99", "p999"):
+        assert got[key] == pytest.approx(exact[key], rel=0.006)  # half a 1 % bin, plus interpolation
+    assert math.isnan(replay.LatencyDigest().summary()["p95"])
+    sample = replay.Reservoir(1000)
+    for start in range(0, 20_000, 500):
+        t = np.arange(start, start + 500, dtype=float)
+        sample.add(t, 2 * t)
+    t, v = sample.items()
+    assert len(t) == 1000 and t == sorted(t) and all(b == 2 * a for a, b in zip(t, v, strict=True))
+    assert 7_000 < np.mean(t) < 13_000  # uniform over the stream, not its start
+
+
+def test_recording_split_hands_over_old_observations_and_their_outputs():
+    rec = replay.Recording()
+    for stamp in (1, 2, 10):
+        rec.observed(stamp, stamp, 0)
+    rec.commands += [(5, 1), (6, 99), (12, 10)]  # 99: a watchdog command, answers nothing
+    for stamp in (1, 99, 10):
+        rec.answer(stamp, 0)
+    old = rec.split(5)
+    assert set(old.sent) == {1, 2} and old.commands == [(5, 1)] and old.progress == {1: [1, 0], 2: [0, 0]}
+    assert set(rec.sent) == {10} and rec.commands == [(6, 99), (12, 10)] and rec.answers == 2
+
+
+def test_sampler_thins_its_series_but_keeps_peak_and_recent():
+    sampler = replay.ProcessSampler({"me": os.getpid()}, max_samples=8, recent=3)
+    for _ in range(40):
+        sampler.sample()
+    assert 4 <= len(sampler.t_s) < 8 and len(sampler.rss_mb["me"]) == len(sampler.t_s)
+    assert sampler.t_s == sorted(sampler.t_s) and len(sampler.recent_rss_mb["me"]) == 3
+    assert sampler.peak_rss_mb["me"] >= max(sampler.rss_mb["me"])

@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from intent_perf_ros.runner import NodeProcesses, default_params_file
+from intent_perf_ros.runner import NODES, NodeProcesses, default_params_file, expand_shards, process_names
 
 
 def test_unsharded_stack_runs_each_node_once_with_the_params_file():
@@ -47,5 +47,20 @@ def test_overrides_replace_values_of_the_parameters_file():
         params = yaml.safe_load(stack.params_file.read_text())
         assert params["gp_inference_node"]["ros__parameters"]["dataset_dir"] == "/elsewhere"
         assert params["gp_inference_node"]["ros__parameters"]["step_dt"] == 0.4  # the rest is kept
+    finally:
+        stack.stop()
+
+
+def test_shard_names_follow_one_rule_for_every_user():
+    assert process_names("belief_node", 3) == ["belief_node_0", "belief_node_1", "belief_node_2"]
+    assert process_names("mpc_node", 3) == ["mpc_node"] and process_names("belief_node", 1) == ["belief_node"]
+    expected = expand_shards(["gp_inference_node", "belief_node", "mpc_node", "belief_node_1"], 3)
+    assert expected == ["gp_inference_node_0", "gp_inference_node_1", "gp_inference_node_2",
+                        "belief_node_0", "belief_node_1", "belief_node_2", "mpc_node", "belief_node_1"]
+    stack = NodeProcesses(shards=3)
+    try:
+        params = yaml.safe_load(stack.params_file.read_text())
+        assert params["monitor_node"]["ros__parameters"]["shard_count"] == 3  # it expects every shard
+        assert stack.nodes == tuple(expand_shards(NODES, 3))
     finally:
         stack.stop()

@@ -1,11 +1,15 @@
-"""monitor_node alone: levels from NodeStats, STALE when a node stops reporting."""
+"""monitor_node alone: levels from NodeStats, STALE when a node stops reporting, shards expected by name."""
+import time
+
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from intent_perf_ros.core.health import Level
 from intent_perf_ros.msg import NodeStats
 from intent_perf_ros.nodes.common import CONTROL_QOS, STATS_TOPIC
 from intent_perf_ros.nodes.monitor_node import MonitorNode
+from intent_perf_ros.runner import SHARDED, NodeProcesses
 
 
 def test_levels_follow_thresholds_and_silence_turns_stale(ros):
@@ -32,3 +36,19 @@ def test_levels_follow_thresholds_and_silence_turns_stale(ros):
     assert "callback_p95_ms" in keys
     # Silence: STALE again within the timeout.
     assert ros.spin_until(lambda: status("gp_inference_node: latency").level == DiagnosticStatus.STALE, 5.0)
+
+
+def test_monitor_expects_every_shard_the_runner_starts(ros):
+    # The monitor reads the parameters file `intent-perf up --shards 3` gives it.
+    stack = NodeProcesses(shards=3)
+    try:
+        monitor = ros.add(MonitorNode(cli_args=["--ros-args", "--params-file", str(stack.params_file)]))
+    finally:
+        stack.stop()
+    shards = {f"{node}_{i}" for node in SHARDED for i in range(3)}
+    assert set(monitor.expected_nodes) == shards | {"mpc_node"}
+    assert set(monitor.expected_nodes) == {n for n in stack.nodes if n != "monitor_node"}
+    # Never heard from: every shard is STALE by name, and no unsharded name is reported missing.
+    reports = monitor.health.reports(time.monotonic())
+    stale = {r.name.split(":")[0] for r in reports if r.level == Level.STALE}
+    assert shards <= stale and stale.isdisjoint(SHARDED)
