@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--params-file", help="ROS parameters file (default: config/intent_perf.yaml)")
     up.add_argument("--respawn", action="store_true", help="restart a node that exits")
     up.add_argument("--shards", type=int, default=1, help="processes of the GP and belief nodes (default 1)")
+    up.add_argument("--composed", action="store_true",
+                    help="run the GP, belief and MPC nodes in one process (composed_nodes): less memory and latency")
     demo = sub.add_parser("demo", help="run the nodes on a synthetic scenario and print a latency/loss/RSS report")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds of scenario (default 20)")
     demo.add_argument("--humans", type=int, default=5)
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up":
         from intent_perf_ros.runner import up
 
-        raise SystemExit(up(args.params_file, args.respawn, shards=args.shards))
+        raise SystemExit(up(args.params_file, args.respawn, shards=args.shards, composed=args.composed))
     if args.command == "demo":
         from intent_perf_ros.bench import demo
 

@@ -18,6 +18,9 @@ import yaml
 
 NODES: tuple[str, ...] = ("gp_inference_node", "belief_node", "mpc_node", "monitor_node")
 SHARDED: tuple[str, ...] = ("gp_inference_node", "belief_node")
+# The executable that runs these nodes in one process (nodes/composed_nodes.py, ``--composed``).
+COMPOSED = "composed_nodes"
+COMPOSED_NODES: tuple[str, ...] = ("gp_inference_node", "belief_node", "mpc_node")
 
 
 def process_names(node: str, shards: int) -> list[str]:
@@ -27,6 +30,11 @@ def process_names(node: str, shards: int) -> list[str]:
     if shards > 1 and node in SHARDED:
         return [f"{node}_{index}" for index in range(shards)]
     return [node]
+
+
+def hosted_nodes(process: str) -> tuple[str, ...]:
+    """The ROS nodes a process of the stack runs: the three of ``composed_nodes``, else itself."""
+    return COMPOSED_NODES if process == COMPOSED else (process,)
 
 
 def expand_shards(nodes: Iterable[str], shards: int) -> list[str]:
@@ -84,25 +92,30 @@ class NodeProcesses:
     """The node processes of one stack; ``respawn`` restarts a node that exits while running.
 
     With ``shards`` > 1 the GP and belief nodes run as that many processes each, named
-    ``<node>_<index>``; every other node runs once. ``overrides`` maps a node to parameter values
-    that replace those of the parameters file.
+    ``<node>_<index>``; every other node runs once. With ``composed`` the GP, belief and MPC nodes
+    run in one process, ``composed_nodes`` (same node names). ``overrides`` maps a node to parameter
+    values that replace those of the parameters file.
     """
 
     def __init__(self, params_file: Path | str | None = None, nodes: tuple[str, ...] = NODES, respawn: bool = False,
                  log_dir: Path | str | None = None, ros_args: dict[str, list[str]] | None = None,
                  env: dict[str, str] | None = None, shards: int = 1,
-                 overrides: dict[str, dict] | None = None) -> None:
+                 overrides: dict[str, dict] | None = None, composed: bool = False) -> None:
         unknown = set(nodes) - set(NODES)
         if unknown:
             raise ValueError(f"unknown nodes {sorted(unknown)}; choose from {', '.join(NODES)}")
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
+        if composed and shards > 1:
+            raise ValueError("composed runs one GP and one belief node in the shared process: use shards 1")
+        if composed:
+            nodes = tuple(dict.fromkeys(COMPOSED if node in COMPOSED_NODES else node for node in nodes))
         self.params_file = Path(params_file) if params_file else default_params_file()
         self._scratch = None
         if shards > 1 or overrides:
             self._scratch = tempfile.TemporaryDirectory(prefix="intent_perf_params_")
             self.params_file = effective_params(self.params_file, shards, overrides or {}, Path(self._scratch.name))
-        # process name -> node executable
+        # process name -> executable (a node's, or composed_nodes)
         self.node_of = {name: node for node in nodes for name in process_names(node, shards)}
         self.nodes = tuple(self.node_of)
         self.respawn = respawn
@@ -188,9 +201,10 @@ class NodeProcesses:
         self.stop()
 
 
-def up(params_file: str | None, respawn: bool, nodes: tuple[str, ...] = NODES, shards: int = 1) -> int:
+def up(params_file: str | None, respawn: bool, nodes: tuple[str, ...] = NODES, shards: int = 1,
+       composed: bool = False) -> int:
     """``intent-perf up``: run the stack until SIGINT/SIGTERM, then stop it; exit 0 if all nodes did."""
-    stack = NodeProcesses(params_file, nodes=nodes, respawn=respawn, shards=shards)
+    stack = NodeProcesses(params_file, nodes=nodes, respawn=respawn, shards=shards, composed=composed)
     stopping = []
 
     def request_stop(signum, _frame) -> None:

@@ -3,7 +3,9 @@
 Arguments: params_file (defaults to the installed config/intent_perf.yaml), respawn (restart a
 crashed node, default true), respawn_delay, use_aggregator (start diagnostic_aggregator with
 config/diagnostics_aggregator.yaml when the robot has it), enclave (SROS2 security enclave; empty
-= security off), log_level, shards (processes of the GP and belief nodes, default 1).
+= security off), log_level, shards (processes of the GP and belief nodes, default 1), composed
+(true: the GP, belief and MPC nodes in one process, ``composed_nodes``, as ``intent-perf up
+--composed``; less memory and latency, one core for the three; needs shards 1).
 
 With shards:=N > 1 the GP and belief nodes run as N processes each, named ``<node>_<i>`` with
 ``shard_index`` i and ``shard_count`` N (as ``intent-perf up --shards N``): each predicts and
@@ -24,7 +26,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from intent_perf_ros.runner import NODES, process_names
+from intent_perf_ros.runner import COMPOSED, COMPOSED_NODES, NODES, process_names
 
 
 def _nodes(context, params_file, respawn, enclave) -> list[Node]:
@@ -32,12 +34,19 @@ def _nodes(context, params_file, respawn, enclave) -> list[Node]:
     shards = int(LaunchConfiguration("shards").perform(context))
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
+    composed = LaunchConfiguration("composed").perform(context).lower() in ("true", "1")
+    if composed and shards > 1:
+        raise ValueError("composed:=true runs one GP and one belief node in the shared process: use shards:=1")
     path = params_file.perform(context)
     sections = yaml.safe_load(Path(path).read_text()) or {}
     common = {"respawn": respawn, "respawn_delay": LaunchConfiguration("respawn_delay"), "output": "screen",
               "ros_arguments": ["--log-level", LaunchConfiguration("log_level"), "--enclave", enclave]}
     actions = []
+    if composed:  # no name=: a node name remap would rename all three nodes of the process
+        actions.append(Node(package="intent_perf_ros", executable=COMPOSED, parameters=[path], **common))
     for node in NODES:
+        if composed and node in COMPOSED_NODES:
+            continue
         base = sections.get(node, {}).get("ros__parameters", {})
         for index, name in enumerate(process_names(node, shards)):
             actions.append(Node(package="intent_perf_ros", executable=node, name=name,
@@ -70,6 +79,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("log_level", default_value="info"),
         DeclareLaunchArgument("shards", default_value="1",
                               description="processes of the GP and belief nodes, each a shard of the humans"),
+        DeclareLaunchArgument("composed", default_value="false",
+                              description="the GP, belief and MPC nodes in one process (composed_nodes)"),
     ]
     nodes = OpaqueFunction(function=_nodes, args=[params_file, respawn, enclave])
     aggregator = Node(package="diagnostic_aggregator", executable="aggregator_node", name="diagnostic_aggregator",

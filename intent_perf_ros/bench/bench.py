@@ -46,7 +46,15 @@ from intent_perf_ros.bench.replay import (
     play,
 )
 from intent_perf_ros.msg import IntentPredictionArray
-from intent_perf_ros.runner import NODES, NodeProcesses, default_params_file, expand_shards, process_names
+from intent_perf_ros.runner import (
+    COMPOSED,
+    NODES,
+    NodeProcesses,
+    default_params_file,
+    expand_shards,
+    hosted_nodes,
+    process_names,
+)
 
 STACK_NODES = ("gp_inference_node", "belief_node", "mpc_node")
 DEADLINE_MS = 10.0
@@ -595,6 +603,20 @@ def _play_soak(
             spin(min(gap_end - now, 0.05))
 
 
+def proportional_set_mb(pids: dict[str, int]) -> dict[str, float]:
+    """PSS per process, read once after the replay. RSS counts a shared library's pages in every
+    process that maps it (the four nodes share numpy, rclpy, LLVM...), so the RSS sum overstates what
+    the stack takes together; PSS splits shared pages between their users, and sums. Reading it walks
+    the process's page tables (about 5 ms for a node), too slow to sample during the run."""
+    pss = {}
+    for name, pid in pids.items():
+        try:
+            pss[name] = psutil.Process(pid).memory_full_info().pss / 2**20
+        except psutil.Error:
+            continue
+    return pss
+
+
 def run_bench(
     bag: Bag,
     rate: float | None = 1.0,
@@ -612,6 +634,7 @@ def run_bench(
     shards: int = 1,
     overrides: dict[str, dict] | None = None,
     soak: SoakSettings | None = None,
+    composed: bool = False,
 ) -> BenchRun:
     """One replay; see the module docstring. ``rate=None`` is ``--rate max``; ``ros_args`` per node
     are added to the started processes' command lines (e.g. ``["-p", "backend:=numpy"]``).
@@ -619,7 +642,8 @@ def run_bench(
     ``shards``: GP and belief processes (as ``intent-perf up --shards``); with ``attach`` it says how
     many shards the running stack has. ``overrides``: parameter values per node for started stacks
     (``NodeProcesses``), e.g. ``{"gp_inference_node": {"backend": "numpy"}}``. ``soak``: replay the
-    bag in a loop (``bench --duration``) and add the ``soak`` section."""
+    bag in a loop (``bench --duration``) and add the ``soak`` section. ``composed``: the GP, belief and
+    MPC nodes in one process (``intent-perf up --composed``); memory is then per process."""
     if listen and not attach:
         raise ValueError("--listen measures a stack that runs already: use it with --attach")
     if soak is not None:
@@ -632,7 +656,8 @@ def run_bench(
     owned = (
         None
         if attach or stack
-        else NodeProcesses(params_file, log_dir=log_dir, ros_args=ros_args, shards=shards, overrides=overrides)
+        else NodeProcesses(params_file, log_dir=log_dir, ros_args=ros_args, shards=shards, overrides=overrides,
+                           composed=composed)
     )
     if owned is not None:
         owned.start()
@@ -644,7 +669,7 @@ def run_bench(
     exit_codes: dict[str, int] = {}
     try:
         executor = EventsExecutor(context=context)
-        pids = stack.pids() if stack is not None else find_node_pids((*names, *NODES[3:]))
+        pids = stack.pids() if stack is not None else find_node_pids((*names, *NODES[3:], COMPOSED))
         replayer = Replayer(
             bag,
             listen=listen,
@@ -702,6 +727,7 @@ def run_bench(
             return replayer.answered() >= len(replayer.rec.sent) or time.monotonic() - seen[1] > 1.0
 
         spin_until(executor, drained, 30.0, stack)
+        pss = proportional_set_mb(pids)
         # Counters are final once every stack node reported twice more after the last input.
         settled = {n: replayer.stats_count.get(n, 0) + 2 for n in names}
         spin_until(
@@ -741,8 +767,11 @@ def run_bench(
         if owned is not None:
             exit_codes = owned.stop()
     rss = dict(sampler.peak_rss_mb)
+    # Nodes no process sample covers report their own RSS; the nodes of composed_nodes share its process.
+    sampled = {node for process in rss for node in hosted_nodes(process)}
     for n, msg in node_stats.items():
-        rss.setdefault(n, float(msg.rss_mb))
+        if n not in sampled:
+            rss.setdefault(n, float(msg.rss_mb))
     result.update(
         {
             "bag": {
@@ -760,6 +789,7 @@ def run_bench(
                 "max_in_flight": max_in_flight if rate is None else None,
                 "restamped": not listen,
                 "shards": shards,
+                "composed": COMPOSED in pids,
             },
             "machine": {
                 "platform": platform.platform(),
@@ -775,6 +805,8 @@ def run_bench(
             "lost_messages": sum(t["lost"] for t in topics.values()),
             "rss_mb": rss,
             "rss_total_mb": sum(rss.values()),
+            "pss_mb": pss,
+            "pss_total_mb": sum(pss.values()),
             "cpu_percent": _mean_during(sampler.t_s, sampler.cpu_percent, *busy),
             "node_callback_ms": callbacks,
             "node_extra": {n: {kv.key: kv.value for kv in m.extra} for n, m in node_stats.items()},
@@ -901,7 +933,8 @@ def print_summary(result: dict) -> None:
     print(
         f"  throughput {result['throughput_predictions_per_s']:.0f} human predictions/s; "
         f"lost messages {result['lost_messages']}; RSS total {result['rss_total_mb']:.0f} MB "
-        f"({', '.join(f'{n} {v:.0f}' for n, v in result['rss_mb'].items())})"
+        f"({', '.join(f'{n} {v:.0f}' for n, v in result['rss_mb'].items())}); "
+        f"PSS total {result['pss_total_mb']:.0f} MB (shared pages counted once)"
     )
     if result["predictions_error"]:
         pe = result["predictions_error"]
@@ -968,6 +1001,11 @@ def _parser() -> argparse.ArgumentParser:
         help="GP and belief processes each (as intent-perf up --shards); with --attach: the running stack's",
     )
     p.add_argument(
+        "--composed",
+        action="store_true",
+        help="the GP, belief and MPC nodes in one process (as intent-perf up --composed)",
+    )
+    p.add_argument(
         "--duration",
         type=float,
         help="soak: replay the bag in a loop for this many seconds; adds the JSON's soak section",
@@ -1014,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
         startup_timeout_s=args.startup_timeout,
         shards=args.shards,
         soak=soak,
+        composed=args.composed,
     )
     print_summary(run.result)
     if args.json:

@@ -71,7 +71,8 @@ def test_prediction_error_against_ground_truth(tmp_path):
 
 
 @pytest.mark.system
-def test_bench_on_a_tiny_bag(tmp_path):
+@pytest.mark.parametrize("composed", [False, True], ids=["four_processes", "composed"])
+def test_bench_on_a_tiny_bag(tmp_path, composed):
     bag_dir = tmp_path / "bag"
     make_bag.make_bag(bag_dir, humans=3, rate_hz=20.0, duration_s=3.0, seed=1)
     # No training data: the GP node starts in a second with its constant-velocity predictor (what is
@@ -85,6 +86,7 @@ def test_bench_on_a_tiny_bag(tmp_path):
         progress=False,
         ros_args=fast_start,
         startup_timeout_s=240.0,
+        composed=composed,
     )
     out = tmp_path / "bench.json"
     out.write_text(json.dumps(bench.finite(run.result), allow_nan=False))
@@ -106,9 +108,15 @@ def test_bench_on_a_tiny_bag(tmp_path):
     assert result["throughput_predictions_per_s"] > 0
     assert result["lost_messages"] == sum(t["lost"] for t in result["topics"].values())
     assert result["topics"]["odom"]["published"] == 60 and result["topics"]["goal_pose"]["published"] == 3
-    assert set(result["rss_mb"]) == {"gp_inference_node", "belief_node", "mpc_node", "monitor_node"}
+    processes = {"composed_nodes", "monitor_node"} if composed else {"gp_inference_node", "belief_node", "mpc_node",
+                                                                      "monitor_node"}
+    assert set(result["rss_mb"]) == set(result["pss_mb"]) == processes and result["settings"]["composed"] == composed
     assert all(v > 20 for v in result["rss_mb"].values())
     assert result["rss_total_mb"] == pytest.approx(sum(result["rss_mb"].values()))
+    # PSS splits shared library pages between the processes: never above RSS, and the sum is lower.
+    assert all(0 < result["pss_mb"][n] <= result["rss_mb"][n] for n in processes)
+    assert result["pss_total_mb"] == pytest.approx(sum(result["pss_mb"].values()))
+    assert result["pss_total_mb"] < result["rss_total_mb"]
     assert set(result["stages_ms"]) == set(result["stage_cost_ms"]) == {"prediction", "belief", "control"}
     assert result["stages_ms"]["prediction"]["p50"] <= e["p50"]
     assert result["deadline_misses"] >= obs["unanswered"]
