@@ -10,11 +10,12 @@ import pytest
 from intent_perf_ros.bench import load
 
 SATURATION_KEYS = {"saturated", "point", "reasons", "max_sustained", "note"}
-RECOMMENDATION_KEYS = {"target_humans", "target_rate_hz", "target_p95_ms", "met", "shards", "backend",
+RECOMMENDATION_KEYS = {"target_humans", "target_rate_hz", "target_p95_ms", "met", "layout", "shards", "backend",
                        "degradation", "evidence", "why"}
 
 
-def point(shards: int, humans: int, rate: float, p95: float, lost: int = 0, target_ms: float = 10.0) -> dict:
+def point(shards: int, humans: int, rate: float, p95: float, lost: int = 0, target_ms: float = 10.0,
+          composed: bool = False) -> dict:
     """A sweep point as ``point_result`` makes it from a bench result."""
     result = {
         "observations": {"sent": 10, "answered": 10, "unanswered": 0},
@@ -30,7 +31,7 @@ def point(shards: int, humans: int, rate: float, p95: float, lost: int = 0, targ
         "node_extra": {"gp_inference_node": {"gp.backend": "constant_velocity", "degradation.level": "0"}},
         "exit_codes": {},
     }
-    return load.point_result(result, shards, humans, rate, target_ms)
+    return load.point_result(result, shards, humans, rate, target_ms, composed)
 
 
 def test_saturation_is_the_first_failing_point_by_load():
@@ -52,7 +53,17 @@ def test_recommendation_takes_the_fewest_passing_shards_and_never_extrapolates()
     assert set(rec) == RECOMMENDATION_KEYS
     assert not load.recommend(points, 200, 30.0, 10.0)["met"]  # 200 humans were not measured
     failing = load.recommend([point(1, 100, 30, 25.0), point(2, 100, 30, 4.0, lost=2)], 100, 30.0, 10.0)
-    assert not failing["met"] and "no measured shard count met" in failing["why"]
+    assert not failing["met"] and "no measured layout met" in failing["why"]
+
+
+def test_composed_is_its_own_layout_and_preferred_when_it_passes():
+    points = [point(1, 100, 30, 12.0), point(2, 100, 30, 9.0), point(1, 100, 30, 6.0, composed=True)]
+    assert set(load.saturation(points)) == {"1", "2", "composed"}
+    assert load.saturation(points)["1"]["saturated"] and not load.saturation(points)["composed"]["saturated"]
+    rec = load.recommend(points, 100, 30.0, 10.0)
+    assert rec["met"] and rec["layout"] == "composed" and rec["shards"] == 1  # one process beats two shards
+    slow = [point(1, 100, 30, 12.0), point(2, 100, 30, 9.0), point(1, 100, 30, 11.0, composed=True)]
+    assert load.recommend(slow, 100, 30.0, 10.0)["layout"] == "2"
 
 
 def test_truncated_humans_fail_the_point():
@@ -100,4 +111,4 @@ def test_tiny_sweep_writes_json_table_and_plot(tmp_path, capfd):
     assert not result["recommendation"]["met"]  # 100 humans at 30 Hz was not measured: no extrapolation
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capfd.readouterr().out
-    assert "shards humans" in table and "recommendation for 100 humans at 30 Hz" in table
+    assert "layout humans" in table and "recommendation for 100 humans at 30 Hz" in table
