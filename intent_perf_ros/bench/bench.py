@@ -7,10 +7,8 @@ throughput in human predictions per second, published vs received messages per t
 per node over time, misses of the 10 ms deadline and, at rate 1, prediction error against the
 bag's ground truth. See ``replay.py`` for how latency is measured (restamped inputs).
 
-Soak mode (``--duration SECONDS``): the bag is replayed in a loop for that long, with a pause longer
-than the nodes' track timeout between loops; the recording is summarised as it goes (bounded memory)
-and the JSON gains a ``soak`` section: RSS drift per node after a warm-up, lost commands, and
-end-to-end percentiles per time slice.
+Soak mode (``--duration SECONDS``, ``soak.py``): the bag in a loop, summarised as it goes. What the
+recording means is computed in ``analysis.py``.
 """
 
 from __future__ import annotations
@@ -22,80 +20,47 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import psutil
 import rclpy
-import yaml
 from rclpy.context import Context
 from rclpy.experimental import EventsExecutor
-from rclpy.serialization import deserialize_message
 
-from intent_perf_ros.bench.bags import Bag, iter_humans, parse_topic_map, read_bag
+from intent_perf_ros.bench.analysis import BenchRun, analyse
+from intent_perf_ros.bench.bags import Bag, parse_topic_map, read_bag
 from intent_perf_ros.bench.replay import (
     BELIEF,
     HUMANS,
     PREDICTIONS,
-    LatencyDigest,
-    Recording,
     Replayer,
-    Reservoir,
     find_node_pids,
     play,
 )
-from intent_perf_ros.msg import IntentPredictionArray
+from intent_perf_ros.bench.soak import (
+    GOALS_SOAK,
+    SOAK_MAX_SAMPLES,
+    Soak,
+    SoakSettings,
+    pause_between_loops_s,
+    play_soak,
+    print_soak,
+    recent_rss,
+)
 from intent_perf_ros.runner import (
     COMPOSED,
     NODES,
     NodeProcesses,
-    default_params_file,
     expand_shards,
     hosted_nodes,
     process_names,
 )
 
 STACK_NODES = ("gp_inference_node", "belief_node", "mpc_node")
-DEADLINE_MS = 10.0
 # The issue's goals on this 2-core machine (synthetic scenario, 10 humans, 30 Hz, four processes).
 GOALS_REAL_TIME = {"e2e_p95_ms": 2.0, "e2e_p999_ms": 5.0, "lost_messages": 0, "rss_total_mb": 600.0}
 GOAL_PREDICTIONS_PER_S_MAX = 20_000.0
-# Issue 8 (endurance): after warm-up no node's RSS drifts by 5 % or more, and no command is lost.
-GOALS_SOAK = {"rss_drift_percent": 5.0, "lost_commands": 0}
-STAGES = ("prediction", "belief", "control")
-SOAK_FOLD_PERIOD_S = 1.0  # how often a soak run summarises its recording and drops the raw records
-SOAK_ANSWER_TIMEOUT_S = 5.0  # a soak observation not answered this long after it was sent is unanswered
-SOAK_EDGE_S = 5.0  # RSS at the end of warm-up / of the run: median of the sampler's last 10 samples (0.5 s)
-SOAK_MAX_SAMPLES = 2048  # RSS/CPU points kept per node (thinned evenly over the run)
-SOAK_RESERVOIR = 20_000  # latency samples kept for the plots
-LOOP_GAP_MARGIN_S = 0.5  # pause between loops beyond the longest track timeout
-
-
-def summary(values_ms: list[float] | np.ndarray) -> dict[str, float]:
-    """count, mean and P50/P95/P99/P99.9/max; NaN when empty (JSON null after ``finite``)."""
-    a = np.asarray(values_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"count": 0, **dict.fromkeys(("mean", "p50", "p95", "p99", "p999", "max"), math.nan)}
-    p50, p95, p99, p999 = np.percentile(a, [50, 95, 99, 99.9])
-    return {
-        "count": int(a.size),
-        "mean": float(a.mean()),
-        "p50": float(p50),
-        "p95": float(p95),
-        "p99": float(p99),
-        "p999": float(p999),
-        "max": float(a.max()),
-    }
-
-
-@dataclass
-class BenchRun:
-    """The JSON result plus the per-command samples the report plots."""
-
-    result: dict
-    e2e_t_s: list[float] = field(default_factory=list)  # send time of each answered observation, from start
-    e2e_ms: list[float] = field(default_factory=list)
 
 
 def _extras(stats: dict) -> dict[str, dict[str, int]]:
@@ -246,363 +211,6 @@ def crowded(r: Replayer, shards: int = 1) -> list[str]:
     return [f"{n} publishers of {t}" for t, n in found.items() if n > expected[t]]
 
 
-def score_predictions(
-    predictions: list, bag_time_ns: dict[int, int], bag: Bag, max_messages: int = 2000
-) -> dict | None:
-    """ADE/FDE [m] of the predicted means against the bag's ground truth, beside constant velocity.
-
-    Each prediction is placed at the bag time of the observation it was made from; only humans whose
-    true track covers the whole horizon count. At most ``max_messages`` messages (evenly strided).
-    """
-    start = bag.ground_truth[0].timestamp_ns if bag.ground_truth else 0
-    rows: dict[int, list[tuple[float, float, float]]] = {}
-    for stamp, msg in iter_humans(bag, bag.ground_truth):
-        for h in msg.humans:
-            rows.setdefault(h.id, []).append(((stamp - start) * 1e-9, h.x, h.y))
-    truth = {i: np.asarray(r) for i, r in rows.items()}
-    ade, fde, cv_ade, cv_fde = [], [], [], []
-    stride = max(len(predictions) // max_messages, 1)
-    for msg in predictions[::stride]:
-        t0 = (bag_time_ns[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] - start) * 1e-9
-        steps = np.arange(1, msg.horizon_steps + 1) * msg.step_dt
-        for p in msg.predictions:
-            track = truth.get(p.id)
-            if (
-                track is None
-                or msg.horizon_steps == 0
-                or not track[0, 0] <= t0 <= t0 + steps[-1] <= track[-1, 0]
-            ):
-                continue
-            gx, gy = (
-                np.interp(t0 + steps, track[:, 0], track[:, 1]),
-                np.interp(t0 + steps, track[:, 0], track[:, 2]),
-            )
-            err = np.hypot(np.frombuffer(p.mean_x) - gx, np.frombuffer(p.mean_y) - gy)
-            cv = np.hypot(p.x + p.vx * steps - gx, p.y + p.vy * steps - gy)
-            ade.append(err.mean())
-            fde.append(err[-1])
-            cv_ade.append(cv.mean())
-            cv_fde.append(cv[-1])
-    if not ade:
-        return None
-    return {
-        "count": len(ade),
-        "ade_m": float(np.mean(ade)),
-        "fde_m": float(np.mean(fde)),
-        "cv_ade_m": float(np.mean(cv_ade)),
-        "cv_fde_m": float(np.mean(cv_fde)),
-    }
-
-
-@dataclass
-class Samples:
-    """Per answered observation of a recording, in stamp order: what ``_analyse`` summarises and a soak
-    run accumulates batch by batch."""
-
-    sent: int
-    t_ns: list[int]  # send time since the replay started
-    e2e_ms: list[float]
-    stages: dict[str, list[float]]  # observation -> each stage's output
-    costs: dict[str, list[float]]  # what each stage adds
-    answered: list  # deserialised predictions messages of answered observations
-    last_answer_ns: int | None
-
-
-def _samples(rec: Recording, play_start_ns: int) -> Samples:
-    first: dict[int, int] = {}
-    for recv, stamp in rec.commands:
-        if stamp in rec.sent:
-            first.setdefault(stamp, recv)
-    origins = {s: sent for s, (sent, _) in rec.sent.items()}
-    e2e = [(origins[s] - play_start_ns, (recv - origins[s]) * 1e-6) for s, recv in sorted(first.items())]
-    pred_at = {s: recv for recv, s, _ in rec.predictions if s in origins}
-    belief_at = {s: recv for recv, s in rec.beliefs if s in origins}
-    stages = {
-        "prediction": [(t - origins[s]) * 1e-6 for s, t in pred_at.items()],
-        "belief": [(t - origins[s]) * 1e-6 for s, t in belief_at.items()],
-        "control": [ms for _, ms in e2e],
-    }
-    costs = {
-        "prediction": stages["prediction"],
-        "belief": [(belief_at[s] - pred_at[s]) * 1e-6 for s in belief_at if s in pred_at],
-        "control": [(first[s] - pred_at[s]) * 1e-6 for s in first if s in pred_at],
-    }
-    answered = [
-        deserialize_message(data, IntentPredictionArray) for _, s, data in rec.predictions if s in first
-    ]
-    return Samples(
-        len(rec.sent),
-        [t for t, _ in e2e],
-        [ms for _, ms in e2e],
-        stages,
-        costs,
-        answered,
-        max(first.values(), default=None),
-    )
-
-
-def _figures(
-    sent: int, answered: int, misses: int, humans: int, window_s: float, e2e: dict, stages: dict, costs: dict
-) -> dict:
-    """The result's latency, throughput and deadline keys, from counts and summaries."""
-    return {
-        "observations": {"sent": sent, "answered": answered, "unanswered": sent - answered},
-        "e2e_ms": e2e,
-        "stages_ms": stages,
-        "stage_cost_ms": costs,
-        "throughput_predictions_per_s": humans / window_s,
-        "throughput_observations_per_s": answered / window_s,
-        "deadline_ms": DEADLINE_MS,
-        "deadline_misses": misses,
-        "deadline_miss_fraction": misses / max(sent, 1),
-    }
-
-
-def _analyse(
-    r: Replayer, bag: Bag, play_start_ns: int, play_end_ns: int, score: bool
-) -> tuple[dict, BenchRun]:
-    rec = r.rec
-    s = _samples(rec, play_start_ns)
-    humans = sum(len(p.predictions) for p in s.answered)
-    last = play_end_ns if s.last_answer_ns is None else s.last_answer_ns
-    window_s = max((last - play_start_ns) * 1e-9, 1e-9)
-    answered = len(s.e2e_ms)
-    misses = sum(1 for ms in s.e2e_ms if ms > DEADLINE_MS) + s.sent - answered
-    result = _figures(
-        s.sent,
-        answered,
-        misses,
-        humans,
-        window_s,
-        summary(s.e2e_ms),
-        {k: summary(v) for k, v in s.stages.items()},
-        {k: summary(v) for k, v in s.costs.items()},
-    )
-    result["predictions_error"] = (
-        score_predictions(s.answered, {st: b for st, (_, b) in rec.sent.items()}, bag)
-        if bag.ground_truth and score
-        else None
-    )
-    return result, BenchRun(result, [t * 1e-9 for t in s.t_ns], s.e2e_ms)
-
-
-@dataclass
-class SoakSettings:
-    """``bench --duration``: replay the bag in a loop for ``duration_s`` seconds.
-
-    ``warmup_s``: RSS drift is measured from its end (None: a third of the run, at most 120 s; what
-    grows legitimately at the start - numba and QP caches, the GP's online-learning FIFO - must have
-    reached its bound by then). ``slice_s``: end-to-end percentiles per slice of the run.
-    ``loop_gap_s``: the pause between loops (None: the longest ``track_timeout_s`` of the parameters
-    file + 0.5 s): every track has expired when the bag's ids come round again, so a loop boundary is
-    new people entering the scene, not an id whose position jumps.
-    """
-
-    duration_s: float
-    warmup_s: float | None = None
-    slice_s: float = 60.0
-    loop_gap_s: float | None = None
-
-    def warmup(self) -> float:
-        return min(self.duration_s / 3.0, 120.0) if self.warmup_s is None else self.warmup_s
-
-    def check(self) -> None:
-        if self.slice_s <= 0 or self.warmup() < 0 or (self.loop_gap_s is not None and self.loop_gap_s < 0):
-            raise ValueError("--slice must be positive, --warmup and --loop-gap not negative")
-        if self.duration_s < self.warmup() + 2 * SOAK_EDGE_S:
-            raise ValueError(
-                f"--duration {self.duration_s:g} s leaves no time to measure drift after the "
-                f"{self.warmup():.1f} s warm-up: it must be at least warm-up + {2 * SOAK_EDGE_S:g} s"
-            )
-
-
-def track_timeout_s(params_file: Path) -> float:
-    """The longest ``track_timeout_s`` in a parameters file, at least the nodes' default of 2 s."""
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
-    values = [v.get("ros__parameters", {}).get("track_timeout_s") for v in params.values() if isinstance(v, dict)]
-    return max([2.0, *(float(v) for v in values if v is not None)])
-
-
-class CallbackDigest:
-    """``callback_summary`` fed one NodeStats window at a time, in bounded memory (soak runs)."""
-
-    def __init__(self) -> None:
-        self.p50: dict[str, LatencyDigest] = {}
-        self.worst: dict[str, list[float]] = {}  # node -> [p95, p99, max, windows]
-
-    def add(self, msg) -> None:
-        if msg.rate_in_hz <= 0:
-            return
-        self.p50.setdefault(msg.node_name, LatencyDigest()).add([msg.callback_p50_ms])
-        w = self.worst.setdefault(msg.node_name, [-math.inf, -math.inf, -math.inf, 0])
-        w[:] = [
-            max(w[0], msg.callback_p95_ms),
-            max(w[1], msg.callback_p99_ms),
-            max(w[2], msg.callback_max_ms),
-            w[3] + 1,
-        ]
-
-    def summary(self, nodes: tuple[str, ...]) -> dict[str, dict[str, float]]:
-        return {
-            n: {"p50": self.p50[n].percentile(50), "p95": w[0], "p99": w[1], "max": w[2], "windows": w[3]}
-            for n in nodes
-            if (w := self.worst.get(n))
-        }
-
-
-class Soak:
-    """The streaming side of a soak run. Every ``SOAK_FOLD_PERIOD_S`` the observations sent more than
-    ``SOAK_ANSWER_TIMEOUT_S`` ago are summarised into digests and their raw records dropped (as are the
-    NodeStats windows), so the bench's memory does not grow with the run's length."""
-
-    def __init__(self, settings: SoakSettings, replayer: Replayer, play_start_ns: int, play_start_mono: float) -> None:
-        self.settings, self.replayer = settings, replayer
-        self.start_ns, self.start_mono = play_start_ns, play_start_mono
-        self.e2e = LatencyDigest()
-        self.stages = {k: LatencyDigest() for k in STAGES}
-        self.costs = {k: LatencyDigest() for k in STAGES}
-        self.sent = self.answered = self.misses = self.humans = 0
-        self.last_answer_ns: int | None = None
-        self.reservoir = Reservoir(SOAK_RESERVOIR)
-        self.callbacks = CallbackDigest()
-        self.open_slices: dict[int, LatencyDigest] = {}
-        self.slices: list[dict] = []
-        self.loops = 0
-        self.rss_warm: dict[str, float] | None = None
-        self.bench_rss_warm = math.nan
-        self._next_fold = play_start_mono + SOAK_FOLD_PERIOD_S
-
-    def spin(self, spin_once: Callable[[float], None]) -> Callable[[float], None]:
-        """``spin_once`` followed by the soak's bookkeeping: what ``play`` gets to run the executor."""
-
-        def spin_and_fold(timeout_s: float) -> None:
-            spin_once(timeout_s)
-            self.tick()
-
-        return spin_and_fold
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if self.rss_warm is None and now >= self.start_mono + self.settings.warmup() + SOAK_EDGE_S:
-            self.rss_warm = recent_rss(self.replayer)
-            self.bench_rss_warm = _own_rss_mb()
-        if now >= self._next_fold:
-            self._next_fold = now + SOAK_FOLD_PERIOD_S
-            cutoff_ns = time.time_ns() - int(SOAK_ANSWER_TIMEOUT_S * 1e9)
-            self.fold(cutoff_ns)
-            self._close_slices((cutoff_ns - self.start_ns) * 1e-9)
-            self.fold_windows(math.inf)
-
-    def fold(self, before_ns: float) -> None:
-        """Summarise the observations stamped before ``before_ns`` and drop their records."""
-        s = _samples(self.replayer.rec.split(before_ns), self.start_ns)
-        e2e = np.asarray(s.e2e_ms)
-        t_s = np.asarray(s.t_ns, dtype=np.float64) * 1e-9
-        self.sent += s.sent
-        self.answered += e2e.size
-        self.misses += int((e2e > DEADLINE_MS).sum()) + s.sent - e2e.size
-        self.humans += sum(len(p.predictions) for p in s.answered)
-        if s.last_answer_ns is not None:
-            self.last_answer_ns = max(self.last_answer_ns or 0, s.last_answer_ns)
-        self.e2e.add(e2e)
-        for k in STAGES:
-            self.stages[k].add(s.stages[k])
-            self.costs[k].add(s.costs[k])
-        self.reservoir.add(t_s, e2e)
-        index = np.floor(t_s / self.settings.slice_s).astype(np.int64)
-        for k in np.unique(index):
-            self.open_slices.setdefault(int(k), LatencyDigest()).add(e2e[index == k])
-
-    def _close_slices(self, until_s: float) -> None:
-        """Slices that end before ``until_s`` receive no more samples: keep their summary only."""
-        width = self.settings.slice_s
-        while (k := len(self.slices)) * width + width <= until_s:
-            e2e = self.open_slices.pop(k, LatencyDigest()).summary()
-            self.slices.append({"t0_s": k * width, "t1_s": (k + 1) * width, **e2e})
-
-    def fold_windows(self, until_mono: float) -> None:
-        """NodeStats windows received since the replay started (and before ``until_mono``) into the digest."""
-        for t, msg in self.replayer.stats_history:
-            if self.start_mono < t <= until_mono:
-                self.callbacks.add(msg)
-        self.replayer.stats_history.clear()
-
-    def finish(self, play_end_ns: int, play_end_mono: float) -> tuple[dict, BenchRun]:
-        """Fold what is left and return the result's usual figures (``_analyse``'s keys) and the run."""
-        self.fold(math.inf)
-        # Nothing is published after duration_s (``play(until=...)``): the slices cover [0, duration_s).
-        width = self.settings.slice_s
-        self._close_slices(math.ceil(self.settings.duration_s / width) * width)
-        self.fold_windows(play_end_mono + 1.5)
-        last = play_end_ns if self.last_answer_ns is None else self.last_answer_ns
-        result = _figures(
-            self.sent,
-            self.answered,
-            self.misses,
-            self.humans,
-            max((last - self.start_ns) * 1e-9, 1e-9),
-            self.e2e.summary(),
-            {k: v.summary() for k, v in self.stages.items()},
-            {k: v.summary() for k, v in self.costs.items()},
-        )
-        result["predictions_error"] = None  # raw predictions are not kept for hours
-        return result, BenchRun(result, *self.reservoir.items())
-
-    def section(self, played_s: float, gap_s: float, rss_end: dict[str, float], lost_commands: int) -> dict:
-        """The JSON's ``soak`` section."""
-        warm = self.rss_warm or {}
-        nodes = [n for n in rss_end if n in warm]
-        drift = {n: 100.0 * (rss_end[n] - warm[n]) / warm[n] for n in nodes}
-        if nodes:
-            total_warm = sum(warm[n] for n in nodes)
-            drift["total"] = 100.0 * (sum(rss_end[n] for n in nodes) - total_warm) / total_warm
-        return {
-            "duration_s": self.settings.duration_s,
-            "played_s": played_s,
-            "loops": self.loops,
-            "loop_gap_s": gap_s,
-            "warmup_s": self.settings.warmup(),
-            "slice_s": self.settings.slice_s,
-            "rss_mb_after_warmup": warm,
-            "rss_mb_end": rss_end,
-            "rss_drift_percent": drift,
-            "lost_commands": lost_commands,
-            "e2e_ms_per_slice": self.slices,
-            # The bench's own memory must stay flat too (raw records are dropped as they are summarised).
-            "bench_rss_mb": {"after_warmup": self.bench_rss_warm, "end": _own_rss_mb()},
-        }
-
-
-def _own_rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def recent_rss(replayer: Replayer) -> dict[str, float]:
-    """Per sampled node, the median RSS of the sampler's last few samples (robust to one odd sample)."""
-    return {n: float(np.nanmedian(v)) for n, v in replayer.sampler.recent_rss_mb.items() if v}
-
-
-def _play_soak(
-    replayer: Replayer,
-    soak: Soak,
-    spin: Callable[[float], None],
-    rate: float | None,
-    max_in_flight: int,
-    gap_s: float,
-    progress: Callable[[], None],
-) -> None:
-    """Replay the bag in loops until the soak's duration is over, pausing ``gap_s`` between loops.
-    Stamps are the publish time, so they stay monotonic and fresh across loops."""
-    end = soak.start_mono + soak.settings.duration_s
-    spin = soak.spin(spin)
-    while time.monotonic() < end:
-        soak.loops += 1
-        play(replayer, spin, rate, max_in_flight, progress=progress, until=end)
-        gap_end = min(time.monotonic() + gap_s, end)
-        while (now := time.monotonic()) < gap_end:
-            spin(min(gap_end - now, 0.05))
-
-
 def proportional_set_mb(pids: dict[str, int]) -> dict[str, float]:
     """PSS per process, read once after the replay. RSS counts a shared library's pages in every
     process that maps it (the four nodes share numpy, rclpy, LLVM...), so the RSS sum overstates what
@@ -662,7 +270,7 @@ def run_bench(
     if owned is not None:
         owned.start()
     stack = stack or owned
-    gap_s = _loop_gap_s(soak, stack.params_file if stack else params_file) if soak else 0.0
+    gap_s = pause_between_loops_s(soak, stack.params_file if stack else params_file) if soak else 0.0
     soaking: Soak | None = None
     context = Context()
     rclpy.init(context=context)
@@ -710,7 +318,7 @@ def run_bench(
             spin_until(executor, idle, 24 * 3600.0, stack)
         elif soak is not None:
             soaking = Soak(soak, replayer, play_start, play_start_mono)
-            _play_soak(replayer, soaking, spin, rate, max_in_flight, gap_s, lambda: bar.update(1))
+            play_soak(replayer, soaking, spin, rate, max_in_flight, gap_s, lambda: bar.update(1))
             rss_end = recent_rss(replayer)
         else:
             play(replayer, spin, rate, max_in_flight, progress=lambda: bar.update(1))
@@ -737,7 +345,7 @@ def run_bench(
         if soaking is not None:
             result, run = soaking.finish(play_end, play_end_mono)
         else:
-            result, run = _analyse(replayer, bag, play_start, play_end, score=listen or rate == 1.0)
+            result, run = analyse(replayer, bag, play_start, play_end, score=listen or rate == 1.0)
         published = {
             t: (None if listen else replayer.published[t]) for t in ("humans/tracked", "odom", "goal_pose")
         }
@@ -819,13 +427,6 @@ def run_bench(
         result["soak"] = soaking.section(result["wall_s"], gap_s, rss_end, topics["cmd_vel"]["lost"])
     result["goals"] = goals(result)
     return run
-
-
-def _loop_gap_s(soak: SoakSettings, params_file: Path | str | None) -> float:
-    """The pause between soak loops: as asked, else the longest track timeout + a margin."""
-    if soak.loop_gap_s is not None:
-        return soak.loop_gap_s
-    return track_timeout_s(Path(params_file) if params_file else default_params_file()) + LOOP_GAP_MARGIN_S
 
 
 def _mean_during(t_s: list[float], series: dict[str, list[float]], start: float, end: float) -> dict:
@@ -948,20 +549,6 @@ def print_summary(result: dict) -> None:
         print(f"  WARNING: {warning}")
     for g in result["goals"]:
         print(f"  goal {g['name']}: {g['value']:.3f} vs {g['target']} -> {'met' if g['met'] else 'NOT MET'}")
-
-
-def print_soak(soak: dict) -> None:
-    drift = ", ".join(f"{n} {v:+.2f}%" for n, v in soak["rss_drift_percent"].items())
-    print(
-        f"  soak: {soak['played_s']:.0f} s, {soak['loops']} loops ({soak['loop_gap_s']:.1f} s apart); "
-        f"RSS drift after the {soak['warmup_s']:.0f} s warm-up: {drift or 'not measured'}; "
-        f"lost commands {soak['lost_commands']}"
-    )
-    for sl in soak["e2e_ms_per_slice"]:
-        print(
-            f"    {sl['t0_s']:6.0f}-{sl['t1_s']:<6.0f} s: {sl['count']:6d} commands, e2e ms P50 {sl['p50']:.2f} "
-            f"P95 {sl['p95']:.2f} P99 {sl['p99']:.2f} max {sl['max']:.2f}"
-        )
 
 
 def _rate(text: str) -> float | None:

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from intent_perf_ros.bench.bench import BenchRun
+from intent_perf_ros.bench.analysis import BenchRun
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from intent_perf_ros.bench import bags, bench, make_bag, replay, report
+from intent_perf_ros.bench import analysis, bags, bench, make_bag, replay, report
 
 KEYS_E2E = {"count", "mean", "p50", "p95", "p99", "p999", "max"}
 
@@ -64,7 +64,7 @@ def test_prediction_error_against_ground_truth(tmp_path):
         horizon_steps=steps,
         predictions=predictions,
     )
-    score = bench.score_predictions([msg], {7 * 10**9: stamp}, bag)
+    score = analysis.score_predictions([msg], {7 * 10**9: stamp}, bag)
     assert score["count"] == 2
     assert score["ade_m"] == pytest.approx(0.0, abs=1e-9) and score["fde_m"] == pytest.approx(0.0, abs=1e-9)
     assert score["cv_fde_m"] > 0.5  # standing still is wrong for walking humans
@@ -142,7 +142,7 @@ def test_soak_streaming_figures_are_bounded_and_close_to_exact():
     digest = replay.LatencyDigest()
     for chunk in np.array_split(values, 7):
         digest.add(chunk)
-    exact = bench.summary(values)
+    exact = analysis.summary(values)
     got = digest.summary()
     assert got["count"] == exact["count"] and got["max"] == exact["max"]
     assert got["mean"] == pytest.approx(exact["mean"])
