@@ -25,6 +25,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.context import Context
@@ -43,11 +44,6 @@ IDS = np.array([1, 3, 5, 19, 23, 42, 57, 101])  # every shard of 2 and of 3 gets
 TICKS = 30
 PERIOD_NS = 100_000_000
 GOAL = (12.0, 0.0)
-
-
-def shard_order(shards: int) -> list[int]:
-    """IDS grouped by shard (stable): the order in which the MPC concatenates a complete cycle."""
-    return sorted((int(i) for i in IDS), key=lambda i: shard_of(i, shards))
 
 
 def humans_at(k: int, order: list[int]) -> list[tuple[int, float, float, float, float]]:
@@ -76,11 +72,14 @@ class Lockstep(Node):
         self.commands: dict[int, list[tuple[float, float]]] = {}
         self.considered: dict[int, list[int]] = {}
         self.reported: set[str] = set()
+        self.diagnostics = DiagnosticArray()
         self.create_subscription(IntentPredictionArray, "intent/predictions", self.on_predictions, DERIVED_QOS)
         self.create_subscription(BeliefArray, "intent/belief", self.on_belief, DERIVED_QOS)
         self.create_subscription(TwistStamped, "cmd_vel", self.on_command, COMMAND_QOS)
         self.create_subscription(ControlStatus, "mpc/status", self.on_status, CONTROL_QOS)
         self.create_subscription(NodeStats, STATS_TOPIC, lambda m: self.reported.add(m.node_name), CONTROL_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", lambda m: setattr(self, "diagnostics", m),
+                                 CONTROL_QOS)
 
     @staticmethod
     def ns(header) -> int:
@@ -177,6 +176,9 @@ def run_stack(tmp_path, shards: int, order: list[int]) -> Lockstep:
             assert spin_until(executor, done, 10.0, stack), (
                 f"tick {k} unanswered: commands {driver.commands.get(stamp)}, statuses {driver.considered.get(stamp)}, "
                 f"predictions {driver.predictions.get(stamp)}, beliefs {driver.beliefs.get(stamp)}; logs in {tmp_path}")
+        # The monitor expects every process of the stack by its own name, and none is silent.
+        assert {s.name.split(":")[0] for s in driver.diagnostics.status} - {"pipeline"} == expected
+        assert all(s.level != DiagnosticStatus.STALE for s in driver.diagnostics.status)
         driver.stamps = [t0 + k * PERIOD_NS for k in range(TICKS)]
         driver.destroy_node()
         executor.shutdown()
@@ -194,13 +196,11 @@ def test_every_shard_count_splits_the_test_humans():
 
 @pytest.mark.parametrize("shards", [2, 3])
 def test_sharded_stack_predicts_each_human_once_and_commands_like_unsharded(tmp_path, shards):
-    # The tracker lists the humans grouped by shard, so the MPC's merged cycle (shard 0's humans, then
-    # shard 1's ...) has the unsharded message's order and the QP is the same row for row. In another
-    # order the commands agree only to OSQP's tolerance (~1e-3: the constraint order changes the
-    # iterates), see docs/benchmarking.md.
-    order = shard_order(shards)
-    unsharded = run_stack(tmp_path / "unsharded", 1, order)
-    sharded = run_stack(tmp_path / "sharded", shards, order)
+    # The tracker lists the humans in a different order in each stack: the MPC plans over them in id
+    # order, so the QP is the same row for row (in another row order the commands would agree only to
+    # OSQP's tolerance, ~1e-3: the constraint order changes the iterates), see docs/benchmarking.md.
+    unsharded = run_stack(tmp_path / "unsharded", 1, [int(i) for i in IDS[::-1]])
+    sharded = run_stack(tmp_path / "sharded", shards, [int(i) for i in np.random.default_rng(shards).permutation(IDS)])
     published = sorted(int(i) for i in IDS)
     for k, (ref, got) in enumerate(zip(unsharded.stamps, sharded.stamps, strict=True)):
         parts = sharded.predictions[got]
