@@ -236,3 +236,66 @@ def test_warmup_compiles_everything_the_first_update_needs(mode):
     tracker.update(0, [1, 2, 3], xy, xy)
     tracker.update(0.4, np.array([1, 2, 3], dtype=np.int32), xy, xy, pred_mean=np.zeros((3, 12, 2)))
     assert len(kernel.signatures) == compiled
+
+
+def test_bayes_ess_is_the_effective_number_of_hypotheses():
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    tracker = make("bayes", prior=prior)
+    ts, xy, vxy = walk((0.0, 0.0), GOALS[0], 15, np.random.default_rng(1))
+    out = tracker.update(ts[0], np.array([1]), xy[:1], vxy[:1])
+    assert out.ess[0] == pytest.approx(1.0 / (prior**2).sum())  # a new track reports its prior's
+    history = []
+    for t, p, v in zip(ts[1:], xy[1:], vxy[1:], strict=True):
+        out = tracker.update(t, np.array([1]), p[None], v[None])
+        np.testing.assert_allclose(out.ess, 1.0 / (out.probabilities**2).sum(axis=1), rtol=1e-12)
+        history.append(out.ess[0])
+    # Certainty about goal 0 leaves one effective hypothesis; never more than H, never below 1.
+    assert min(history) >= 1.0 and max(history) <= 4.0 and history[-1] < 1.2
+
+
+def bayes_reference(prior, goals, rate, relax, vel_sigma, goal_noise, wander_noise, ts, vxy, xy):
+    """Bayes-mode belief in plain numpy from the module docstring's formulas (no flow, no GP)."""
+    p = prior.copy()
+    k_goals = goals.shape[0]
+    for j in range(1, len(ts)):
+        dt = ts[j] - ts[j - 1]
+        e = 1.0 - np.exp(-rate * dt)
+        a = min(1.0, dt / relax)
+        u = vxy[j - 1]
+        to = goals - xy[j - 1]
+        unit = to / np.linalg.norm(to, axis=1, keepdims=True)
+        pred = np.vstack([u + a * (np.linalg.norm(u) * unit - u), u])
+        var = 2 * vel_sigma**2 + np.append(np.full(k_goals, goal_noise**2), wander_noise**2) * dt
+        loglik = -0.5 * ((vxy[j] - pred) ** 2).sum(axis=1) / var - np.log(var)
+        p = ((1 - e) * p + e * prior) * np.exp(loglik - loglik.max())  # change of mind redraws from the prior
+        p /= p.sum()
+    return p
+
+
+def test_bayes_filter_matches_a_numpy_reference():
+    prior = np.array([0.5, 0.1, 0.3, 0.1])
+    kw = dict(switch_rate_hz=0.7, relax_time_s=1.1, vel_sigma=0.35, goal_noise=0.4, wander_noise=0.9)
+    tracker = make("bayes", prior=prior, **kw)
+    rng = np.random.default_rng(4)
+    ts = np.cumsum(rng.uniform(0.2, 0.6, 12))
+    xy = np.cumsum(rng.normal(0.3, 0.5, (12, 2)), axis=0)
+    vxy = rng.normal(0.5, 0.6, (12, 2))
+    for t, p, v in zip(ts, xy, vxy, strict=True):
+        out = tracker.update(t, np.array([3]), p[None], v[None])
+    expected = bayes_reference(prior, GOALS, kw["switch_rate_hz"], kw["relax_time_s"], kw["vel_sigma"],
+                               kw["goal_noise"], kw["wander_noise"], ts, vxy, xy)
+    np.testing.assert_allclose(out.probabilities[0], expected, rtol=1e-9)
+
+
+def test_particles_change_their_mind_to_goals_drawn_from_the_prior():
+    from intent_perf_ros.core.belief.particles import predict_slot
+    from intent_perf_ros.core.belief.rng import new_state
+
+    n = 40000
+    prior = np.array([0.55, 0.05, 0.3, 0.1])
+    params = BeliefConfig(goals=GOALS, switch_rate_hz=1e9).kernel_params()  # e = 1: every particle jumps
+    px, py, pvx, pvy = np.zeros((4, 1, n))
+    g = np.zeros((1, n), dtype=np.int64)
+    predict_slot(0, 0.4, GOALS, np.zeros((3, 1, 1, 2)), prior, params, px, py, pvx, pvy, g, new_state(7))
+    share = np.bincount(g[0], minlength=4) / n
+    assert np.all(np.abs(share - prior) < 5 * np.sqrt(prior * (1 - prior) / n))  # 5 binomial standard errors

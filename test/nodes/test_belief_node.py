@@ -1,6 +1,7 @@
 """belief_node alone with a fake predictor: belief follows the walking direction, stamps kept."""
 import array
 
+import pytest
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -35,6 +36,9 @@ def test_belief_converges_to_the_goal_the_human_walks_to(ros):
     (state,) = last.beliefs
     assert state.id == 4 and abs(sum(state.probabilities) - 1.0) < 1e-9
     assert state.most_likely_goal == 0 and state.probabilities[0] > 0.8
+    # Bayes mode (the default) publishes the effective number of hypotheses, 1 / sum p^2.
+    assert state.effective_sample_size == pytest.approx(1.0 / sum(p * p for p in state.probabilities))
+    assert 1.0 <= state.effective_sample_size < 1.6
     assert last.behaviour in ("proceed", "slow", "yield", "detour_left", "detour_right")
 
 

@@ -5,7 +5,8 @@ the next velocity is predicted from the previous observed one, v_k = v + a (|v| 
 new observed velocity is scored with an isotropic Gaussian of variance 2 sigma_v^2 + q_goal^2 dt
 (two noisy observations plus diffusion). Wandering predicts v unchanged with q_wander instead.
 Before the update the belief passes through the same change-of-mind chain,
-p_k <- (1 - e) p_k + e / H, e = 1 - exp(-rate dt), so no hypothesis ever reaches zero.
+p_k <- (1 - e) p_k + e prior_k, e = 1 - exp(-rate dt) (a human who changes their mind picks a new
+goal as a new track would), so no hypothesis ever reaches zero.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from .model import (
 
 
 @njit(cache=True)
-def bayes_step(s: int, dt: float, vx: float, vy: float, goals: np.ndarray, flow: np.ndarray,
+def bayes_step(s: int, dt: float, vx: float, vy: float, goals: np.ndarray, flow: np.ndarray, prior: np.ndarray,
                params: np.ndarray, prob: np.ndarray, state: np.ndarray, ll: np.ndarray) -> None:
     """Predict (change of mind) and correct slot s with the observed velocity; ``ll`` holds extra evidence."""
     k_goals = goals.shape[0]
@@ -76,7 +77,7 @@ def bayes_step(s: int, dt: float, vx: float, vy: float, goals: np.ndarray, flow:
         top = max(top, ll[k])
     total = 0.0
     for k in range(h):
-        p = ((1.0 - e) * prob[s, k] + e / h) * math.exp(ll[k] - top)
+        p = ((1.0 - e) * prob[s, k] + e * prior[k]) * math.exp(ll[k] - top)
         prob[s, k] = p
         total += p
     for k in range(h):
@@ -90,7 +91,11 @@ def bayes_update(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, gp:
                  state: np.ndarray, ll: np.ndarray,
                  counters: np.ndarray, out_prob: np.ndarray, out_ent: np.ndarray, out_ess: np.ndarray,
                  out_ml: np.ndarray, out_tracked: np.ndarray, out_slot: np.ndarray) -> int:
-    """One observation of M humans in Bayes mode; ``ess`` is reported as 0 (there are no particles)."""
+    """One observation of M humans in Bayes mode.
+
+    The reported ``ess`` is the effective number of hypotheses 1 / sum_k p_k^2 (Kish's effective
+    sample size of the goal probabilities as weights): H for a uniform belief, 1 when certain.
+    """
     code = check_inputs(t, ids, xy, vxy, gp, use_gp)
     if code != OK:
         return code
@@ -117,11 +122,14 @@ def bayes_update(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, gp:
             if use_gp and params[P_GP_WEIGHT] > 0.0:
                 gp_loglik(i, xy[i, 0], xy[i, 1], gp, goals, params, ll)
             if dt > 0.0:
-                bayes_step(s, dt, vxy[i, 0], vxy[i, 1], goals, flow, params, prob, state, ll)
+                bayes_step(s, dt, vxy[i, 0], vxy[i, 1], goals, flow, prior, params, prob, state, ll)
         state[s, 0] = xy[i, 0]
         state[s, 1] = xy[i, 1]
         state[s, 2] = vxy[i, 0]
         state[s, 3] = vxy[i, 1]
         last_t[s] = t
-        write_output(i, prob[s], 0.0, out_prob, out_ent, out_ess, out_ml, out_tracked, True)
+        sq = 0.0
+        for k in range(h):
+            sq += prob[s, k] * prob[s, k]
+        write_output(i, prob[s], 1.0 / sq, out_prob, out_ent, out_ess, out_ml, out_tracked, True)
     return OK

@@ -13,8 +13,8 @@ Motion (per step of dt seconds), with a = min(1, dt / relax):
               (speed kept, heading relaxes to the goal; v <- v (1 - a) inside the arrival radius)
   wandering:  v <- v + q_wander sqrt(dt) n                     (random walk in velocity)
   p <- p + v dt
-Goal switching is a jump-Markov chain: each particle redraws its goal uniformly with probability
-e = 1 - exp(-rate dt), so in expectation m_k <- (1 - e) m_k + e / H.
+Goal switching is a jump-Markov chain: each particle redraws its goal from the track's prior with
+probability e = 1 - exp(-rate dt), so in expectation m_k <- (1 - e) m_k + e prior_k.
 Observation: position and velocity with independent isotropic Gaussian noise.
 """
 from __future__ import annotations
@@ -97,12 +97,24 @@ def _next_jump(i: int, log_stay: float, rng: np.ndarray) -> int:
 
 
 @njit(cache=True)
-def predict_slot(s: int, dt: float, goals: np.ndarray, flow: np.ndarray, params: np.ndarray, px: np.ndarray,
-                 py: np.ndarray, pvx: np.ndarray, pvy: np.ndarray, g: np.ndarray, rng: np.ndarray) -> None:
+def draw_index(p: np.ndarray, u: float) -> int:
+    """Inverse CDF of the discrete distribution p (summing to 1) at u in (0, 1)."""
+    cum = 0.0
+    for k in range(p.shape[0] - 1):
+        cum += p[k]
+        if u < cum:
+            return k
+    return p.shape[0] - 1
+
+
+@njit(cache=True)
+def predict_slot(s: int, dt: float, goals: np.ndarray, flow: np.ndarray, prior: np.ndarray, params: np.ndarray,
+                 px: np.ndarray, py: np.ndarray, pvx: np.ndarray, pvy: np.ndarray, g: np.ndarray, rng: np.ndarray
+                 ) -> None:
+    """Change of mind, then the goal-conditioned motion of every particle of slot s over dt seconds."""
     n = px.shape[1]
     k_goals = goals.shape[0]
-    h = k_goals + 1
-    # Change of mind (jump-Markov step): each particle redraws its goal uniformly with probability e.
+    # Change of mind (jump-Markov step): each particle redraws its goal from the prior with probability e.
     # A particle that jumps keeps its state and weight, so the group it joins inherits a sample of
     # where the human actually is; that is what lets an unlikely goal's cloud follow the human.
     e = 1.0 - math.exp(-params[P_SWITCH_RATE] * dt)
@@ -116,7 +128,7 @@ def predict_slot(s: int, dt: float, goals: np.ndarray, flow: np.ndarray, params:
     arrive = params[P_ARRIVE]
     for i in range(n):
         if i == next_jump:
-            g[s, i] = min(int(uniform(rng) * h), h - 1)
+            g[s, i] = draw_index(prior, uniform(rng))
             next_jump = _next_jump(i, log_stay, rng)
         k = g[s, i]
         vx = pvx[s, i]
@@ -290,7 +302,7 @@ def particle_update(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, 
             if dt < 0.0:
                 return ERR_TIME
             if dt > 0.0:
-                predict_slot(s, dt, goals, flow, params, px, py, pvx, pvy, g, rng)
+                predict_slot(s, dt, goals, flow, prior, params, px, py, pvx, pvy, g, rng)
             ll_goal[:] = 0.0
             if use_gp and params[P_GP_WEIGHT] > 0.0:
                 gp_loglik(i, x, y, gp, goals, params, ll_goal)

@@ -89,7 +89,8 @@ class BeliefResult:
     """Outputs of the last update, rows aligned with its ids; arrays are views reused by the next update.
 
     probabilities (M, H) rows summing to 1 (last column: wandering); entropy (M,) nats; ess (M,)
-    effective sample size (0 in Bayes mode and for untracked rows); most_likely (M,) hypothesis
+    effective sample size: of the particles in particle mode, 1 / sum_k p_k^2 (the effective number
+    of hypotheses, 1 to H) in Bayes mode, 0 for untracked rows; most_likely (M,) hypothesis
     index (-1 when untracked); tracked (M,) bool (False: the pool was full); slot (M,) slot or -1.
     """
 
