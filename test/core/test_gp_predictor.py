@@ -213,3 +213,25 @@ def test_motion_factors_below_the_minimum_fall_back_to_constant_velocity() -> No
     assert np.all(pred.motion_shrink_[13::2] > 0.5)
     strict = TrajectoryPredictor(PredictorConfig(**SMALL, motion_min_shrink=1.01)).fit(xy, groups)
     assert np.all(strict.motion_shrink_ == 0.0)
+
+
+def test_refit_on_the_same_windows_reuses_the_fitted_hyperparameters(monkeypatch) -> None:
+    import intent_perf_ros.core.gp.predictor as predictor_module
+
+    calls = []
+    real = predictor_module.fit_hyperparameters
+
+    def counting_fit(groups, **kw):
+        calls.append(kw)
+        return real(groups, **kw)
+
+    monkeypatch.setattr(predictor_module, "fit_hyperparameters", counting_fit)
+    windows = curved_windows(200, 11)
+    first = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(windows)
+    again = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(windows.copy())
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.motion_params_.lengthscales, again.motion_params_.lengthscales)
+    assert first.motion_lml_ == again.motion_lml_
+    TrajectoryPredictor(PredictorConfig(**SMALL)).fit(curved_windows(200, 12))  # other data: fitted
+    TrajectoryPredictor(PredictorConfig(**{**SMALL, "seed": 1})).fit(windows)  # other settings: fitted
+    assert len(calls) == 3

@@ -9,10 +9,12 @@ Model (all in the pedestrian's heading-aligned frame, see ``features``):
   hyperparameters and trust are chosen by replaying the online protocol on the training places.
 Both GPs have zero prior mean, so where neither has seen similar data the prediction is constant
 velocity; each mean is further shrunk per output by a factor validated on training places only.
-Variance: the motion model's predictive variance (with ``place_shrinks_variance`` also shrunk by
-the place model's relative posterior variance var_place / (sf2 + sn2)), scaled per horizon step by
-a factor that makes the 2-D 95% ellipse cover 95% of held-out training residuals, and rescaled
-online by how this place's completed windows scored.
+Variance: (1 + a * speed + b * unsteadiness)^2 (``features.gain_features``) times either the
+motion model's predictive variance or a constant - whichever has the higher likelihood on
+leave-one-place-out residuals, i.e. in places the model was not fitted on - (with
+``place_shrinks_variance`` also shrunk by the place model's relative posterior variance
+var_place / (sf2 + sn2)), scaled per horizon step by a factor that makes the 2-D 95% ellipse cover
+95% of those residuals, and rescaled online by how this place's completed windows scored.
 Before ``fit`` the motion part is absent and the variance is a prior that grows with the horizon.
 """
 
@@ -26,6 +28,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from intent_perf_ros.core.cache import cached_hyperparameters
 from intent_perf_ros.core.gp.backend_select import BACKENDS, choose_backend
 from intent_perf_ros.core.gp.exact import ExactGP
 from intent_perf_ros.core.gp.features import (
@@ -34,8 +37,10 @@ from intent_perf_ros.core.gp.features import (
     compose_into,
     compute_features,
     features_into,
+    gain_features,
     residual_targets,
     split_windows,
+    variance_gain,
 )
 from intent_perf_ros.core.gp.hyperopt import fit_hyperparameters
 from intent_perf_ros.core.gp.kernels import RBFParams
@@ -48,15 +53,17 @@ CHI2_2_95 = 5.991464547107979  # 95% quantile of chi-square with 2 degrees of fr
 # the pooled ETH/UCY residual spread (0.03 m at 0.4 s, 0.2 m at 1.6 s, 0.55 m at 3.2 s, 1 m at 4.8 s).
 PRIOR_STD_SCALE = 0.11
 PRIOR_STD_POWER = 1.4
-# Place-model hyperparameters when no grouped, timed data are given to tune them: 2 m in position,
-# 0.5 m/s in velocity, half of the standardised residual variance explainable by place.
-DEFAULT_PLACE_PARAMS = RBFParams(np.array([2.0, 2.0, 0.5, 0.5]), 0.5, 0.5)
-# Candidates for the place GP (position lengthscale m, velocity lengthscale m/s, noise share of the
-# unit standardised variance), chosen among by the simulated online protocol (``_tune_place``).
+# Place-model hyperparameters when no grouped, timed data are given to tune them: 4 m in position,
+# 0.5 in heading (cos, sin: about 30 degrees), 0.5 m/s in speed, half of the standardised residual
+# variance explainable by place.
+DEFAULT_PLACE_PARAMS = RBFParams(np.array([4.0, 4.0, 0.5, 0.5, 0.5]), 0.5, 0.5)
+# Candidates for the place GP (position lengthscale m, heading lengthscale, noise share of the unit
+# standardised variance; speed lengthscale 0.5 m/s), chosen among by the simulated online protocol
+# (``_tune_place``).
 PLACE_GRID = tuple(
-    RBFParams(np.array([lp, lp, lv, lv]), 1.0 - noise, noise)
+    RBFParams(np.array([lp, lp, lh, lh, 0.5]), 1.0 - noise, noise)
     for lp in (2.0, 4.0)
-    for lv in (0.3, 0.6)
+    for lh in (0.3, 0.6)
     for noise in (0.5, 0.75)
 )
 
@@ -156,6 +163,8 @@ class TrajectoryPredictor:
         self.d2_reference_ = np.full(cfg.pred_steps, 2.0)  # E[chi2_2]: the prior is not calibrated
         self._reset_variance_adaptation()
         self.speed_gain_ = 0.0
+        self.unsteady_gain_ = 0.0
+        self.use_motion_variance_ = True
         self.motion_shrink_ = np.ones(2 * cfg.pred_steps)
         self.place_shrink_ = np.ones(2 * cfg.pred_steps)
         self.motion_model_: ExactGP | SparseGP | None = None
@@ -193,17 +202,24 @@ class TrajectoryPredictor:
         rng = np.random.default_rng(cfg.seed)
         order = rng.permutation(hist.shape[0])
         sub = order[: cfg.hyperopt_points]
-        self.motion_params_, self.motion_lml_ = fit_hyperparameters(
-            [(motion[sub], z[sub])], n_restarts=cfg.hyperopt_restarts, seed=cfg.seed
+        # content-keyed: a refit on the same windows and settings (another fold evaluated again, a
+        # predictor setting that does not touch this fit) skips the L-BFGS-B restarts
+        self.motion_params_, self.motion_lml_ = cached_hyperparameters(
+            [(motion[sub], z[sub])],
+            {"n_restarts": cfg.hyperopt_restarts, "seed": cfg.seed},
+            fit_hyperparameters,
         )
         self.motion_model_ = self._make_motion_model(motion, z, order)
-        self._calibrate(motion, z, order)
+        gain_x = np.stack(gain_features(hist, cfg.step_dt), axis=1)
+        self._calibrate(*self._held_out_residuals(motion, z, order, gain_x))
         self.motion_shrink_ = np.ones(z.shape[1])
         self.place_shrink_ = np.ones(z.shape[1])
         self.place_params_ = DEFAULT_PLACE_PARAMS
         if groups is not None:
             groups = np.asarray(groups)
-            self.motion_shrink_ = self._validate_motion(motion, z, groups, rng)
+            self.motion_shrink_, lopo = self._validate_motion(motion, z, groups, gain_x, rng)
+            if lopo is not None:  # deployment is in a new place: calibrate on out-of-place residuals
+                self._calibrate(*lopo, allow_constant=True)
             if cfg.tune_place and frames is not None:
                 self._tune_place(place, motion, z, groups, np.asarray(frames), rng)
         self.place_model_ = None
@@ -244,31 +260,46 @@ class TrajectoryPredictor:
             return TorchExactGP(params, jitter=cfg.jitter, dtype=cfg.dtype)
         return ExactGP(params, jitter=cfg.jitter, dtype=cfg.dtype)
 
-    def _calibrate(self, motion: np.ndarray, z: np.ndarray, order: np.ndarray) -> None:
-        """Per-step variance factor so the 2-D 95% ellipse holds 95% of held-out residuals.
-
-        Held-out = windows the motion GP did not train on; if there are none, closed-form
-        leave-one-out residuals of the exact GP (R&W eq. 5.12).
-        """
-        cfg = self.config
-        held = np.setdiff1d(order, self._motion_train_idx)[: cfg.calibration_points]
+    def _held_out_residuals(
+        self, motion: np.ndarray, z: np.ndarray, order: np.ndarray, gain_x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(residual, GP variance, gain features) of windows the motion GP did not train on; if there
+        are none, closed-form leave-one-out residuals of the exact GP (R&W eq. 5.12)."""
+        held = np.setdiff1d(order, self._motion_train_idx)[: self.config.calibration_points]
         if held.size >= 50:
             mean, var = self.motion_model_.predict(motion[held])
-            err, speed = z[held] - mean, motion[held, 0]
-        else:
-            err, var = self.motion_model_.loo_residuals()
-            speed = motion[self._motion_train_idx, 0]
-        sq = err**2 / var[:, None]
-        # speed gain: maximise the Gaussian likelihood of the residuals over a grid (closed form per gamma:
-        # the best common scale is the mean of sq / g^2, then NLL ~ mean log(scale g^2))
+            return z[held] - mean, var, gain_x[held]
+        err, var = self.motion_model_.loo_residuals()
+        return err, var, gain_x[self._motion_train_idx]
+
+    def _calibrate(
+        self, err: np.ndarray, var: np.ndarray, gain_x: np.ndarray, allow_constant: bool = False
+    ) -> None:
+        """Variance model: GP variance (or, if ``allow_constant``, possibly none) times the squared
+        gain (1 + a * speed + b * unsteadiness)^2 times a per-step factor that puts 95% of the
+        residuals ``err`` inside the 2-D 95% ellipse.
+
+        (a, b) maximise the Gaussian likelihood over a grid (closed form per (a, b): the best common
+        scale is the mean of sq / g^2, then the NLL is log(scale) + mean log g^2 + mean log var up to
+        constants); with ``allow_constant`` the constant variance competes with the GP's by the same
+        likelihood. The motion GP's variance saturates at its prior away from its data, so on
+        out-of-place residuals the gain alone can fit better (ETH/UCY: it does in every fold).
+        """
+        candidates = [(True, var)] + ([(False, np.ones_like(var))] if allow_constant else [])
         best = np.inf
-        for gamma in np.linspace(0.0, 3.0, 31):
-            g2 = (1.0 + gamma * speed) ** 2
-            scale = np.mean(sq / g2[:, None])
-            nll = np.log(scale) + np.mean(np.log(g2))
-            if nll < best:
-                best, self.speed_gain_ = nll, float(gamma)
-        sq = sq / ((1.0 + self.speed_gain_ * speed) ** 2)[:, None]
+        for use_gp, v in candidates:
+            sq = err**2 / v[:, None]
+            log_v = float(np.mean(np.log(v)))
+            for a in np.linspace(0.0, 3.0, 13):
+                for b in np.linspace(0.0, 30.0, 31):
+                    g2 = variance_gain(gain_x[:, 0], gain_x[:, 1], a, b)
+                    nll = np.log(np.mean(sq / g2[:, None])) + np.mean(np.log(g2)) + log_v
+                    if nll < best:
+                        best, self.use_motion_variance_ = nll, use_gp
+                        self.speed_gain_, self.unsteady_gain_ = float(a), float(b)
+        v = var if self.use_motion_variance_ else np.ones_like(var)
+        g2 = variance_gain(gain_x[:, 0], gain_x[:, 1], self.speed_gain_, self.unsteady_gain_)
+        sq = err**2 / (v * g2)[:, None]
         step_sq = sq[:, 0::2] + sq[:, 1::2]  # (n, H) Mahalanobis^2 in the aligned frame
         factor = np.quantile(step_sq, 0.95, axis=0) / CHI2_2_95
         self.calibration_ = factor
@@ -289,17 +320,19 @@ class TrajectoryPredictor:
         return np.min([_shrinkage(t, p) for t, p in zip(targets, preds, strict=True)], axis=0)
 
     def _validate_motion(
-        self, motion: np.ndarray, z: np.ndarray, groups: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
+        self, motion: np.ndarray, z: np.ndarray, groups: np.ndarray, gain_x: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
         """Shrink the motion GP's mean by how well it transfers to places it was not trained on.
 
         Leave one place out: fit on the others, predict the held place, and take the per-output
         least-squares factor in [0, 1]. A model that does not transfer is scaled towards constant
         velocity rather than trusted (cross-scene transfer is the weak point on ETH/UCY); a factor
-        below ``motion_min_shrink`` is taken as no transfer at all (0).
+        below ``motion_min_shrink`` is taken as no transfer at all (0). Also returns the pooled
+        out-of-place (residual after the shrunk mean, GP variance, gain features) for ``_calibrate``,
+        or None without validation places.
         """
         cfg = self.config
-        targets, preds = [], []
+        targets, preds, variances, tested = [], [], [], []
         for g in np.unique(groups):
             held = np.flatnonzero(groups == g)
             rest = np.flatnonzero(groups != g)
@@ -308,11 +341,17 @@ class TrajectoryPredictor:
             train = rng.choice(rest, size=min(cfg.max_train // 2, rest.size), replace=False)
             test = rng.choice(held, size=min(300, held.size), replace=False)
             model = ExactGP(self.motion_params_, jitter=cfg.jitter).fit(motion[train], z[train])
+            mean, var = model.predict(motion[test])
             targets.append(z[test])
-            preds.append(model.predict(motion[test])[0])
+            preds.append(mean)
+            variances.append(var)
+            tested.append(test)
         shrink = self._combine_shrinkage(targets, preds, z.shape[1], cfg.shrink_rule)
         shrink[shrink < cfg.motion_min_shrink] = 0.0
-        return shrink
+        if not tested:
+            return shrink, None
+        err = np.concatenate(targets) - shrink * np.concatenate(preds)
+        return shrink, (err, np.concatenate(variances), gain_x[np.concatenate(tested)])
 
     def _simulate_place(
         self,
@@ -396,7 +435,8 @@ class TrajectoryPredictor:
             return
         motion, place, rot = compute_features(hist, cfg.step_dt, cfg.motion_lags)
         z = residual_targets(hist, fut, rot) / self.col_scale_
-        self._adapt_variance(motion, place, z)
+        self._adapt_variance(motion, place, z, variance_gain(*gain_features(hist, cfg.step_dt),
+                                                              self.speed_gain_, self.unsteady_gain_))
         if self.motion_model_ is not None:
             z = z - self.motion_shrink_ * self.motion_model_.predict(motion)[0]
         if self.place_model_ is not None and self.place_model_.n_train and cfg.online_novelty > 0:
@@ -427,7 +467,7 @@ class TrajectoryPredictor:
         self._online_count = 0
         self.col_var_eff_ = self.col_var_.copy()
 
-    def _adapt_variance(self, motion: np.ndarray, place: np.ndarray, z: np.ndarray) -> None:
+    def _adapt_variance(self, motion: np.ndarray, place: np.ndarray, z: np.ndarray, gain: np.ndarray) -> None:
         """Rescale the variance per step by how this place's completed windows scored (causal).
 
         Each completed window is first predicted with the current model; its squared Mahalanobis
@@ -441,11 +481,12 @@ class TrajectoryPredictor:
         if self.motion_model_ is not None:
             mean, var = self.motion_model_.predict(motion)
             mean = self.motion_shrink_ * mean
+            if not self.use_motion_variance_:
+                var = np.ones_like(var)
         else:
             mean, var = np.zeros_like(z), np.ones(z.shape[0])
         if self.place_model_ is not None and self.place_model_.n_train:
             mean = mean + self.place_shrink_ * self.place_model_.predict(place)[0]
-        gain = (1.0 + self.speed_gain_ * motion[:, 0]) ** 2
         d2 = (z - mean) ** 2 / ((var * gain)[:, None] * (self.col_var_ / self.col_scale_**2))
         step = d2[:, 0::2] + d2[:, 1::2]
         self._online_d2 += np.sum(step / self.d2_reference_, axis=0)
@@ -520,6 +561,8 @@ class TrajectoryPredictor:
         mean_a, var_a = self._mean_a[:m], self._var_a[:m]
         if self.motion_model_ is not None:
             self.motion_model_.predict_into(self._motion[:m], mean_a, var_a)
+            if not self.use_motion_variance_:
+                var_a.fill(1.0)
         else:
             mean_a.fill(0.0)
             var_a.fill(1.0)
@@ -546,6 +589,7 @@ class TrajectoryPredictor:
             self.col_scale_,
             self.col_var_eff_,
             self.speed_gain_,
+            self.unsteady_gain_,
             cfg.step_dt,
             out_mean,
             out_var,

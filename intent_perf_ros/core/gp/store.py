@@ -19,7 +19,7 @@ import numpy as np
 
 from intent_perf_ros.core.storage import owner_only_directory
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: unsteadiness gain, variance model chosen out of place, heading place features
 
 
 class StoreError(ValueError):
@@ -80,6 +80,8 @@ def save_predictor(pred, directory: str, data_digest: str = "") -> str:
         "place": [pred.place_params_.signal_var, pred.place_params_.noise_var],
         "n_windows_fitted": pred.n_windows_fitted_,
         "speed_gain": pred.speed_gain_,
+        "unsteady_gain": pred.unsteady_gain_,
+        "use_motion_variance": pred.use_motion_variance_,
     }
     meta_text = json.dumps(meta, sort_keys=True, default=list)
     blob = _pack(arrays)
@@ -133,6 +135,8 @@ def load_predictor(directory: str, config, data_digest: str = ""):
     pred.calibration_ = arrays["calibration"]
     pred.n_windows_fitted_ = int(meta["n_windows_fitted"])
     pred.speed_gain_ = float(meta["speed_gain"])
+    pred.unsteady_gain_ = float(meta["unsteady_gain"])
+    pred.use_motion_variance_ = bool(meta["use_motion_variance"])
     pred.motion_shrink_ = arrays["motion_shrink"]
     pred.place_shrink_ = arrays["place_shrink"]
     pred.d2_reference_ = arrays["d2_reference"]
