@@ -178,6 +178,23 @@ def spin_until(
     return condition()
 
 
+def prime(replayer: Replayer, executor: EventsExecutor, stack: NodeProcesses | None, names: tuple[str, ...],
+          timeout_s: float) -> None:
+    """Send probes (observations of nobody) until every link between the nodes carried one
+    (``Replayer.primed``), then wait for two more NodeStats per node so that the counters the loss is
+    computed from start after the probes; the probes leave nothing in the recording."""
+    links_before = replayer.counter("mpc_node", f"msgs_in.{BELIEF}")
+    deadline = time.monotonic() + timeout_s
+    while not replayer.primed(links_before):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"probes not answered through every node within {timeout_s} s")
+        replayer.probe()
+        spin_until(executor, lambda: replayer.primed(links_before), 0.1, stack)
+    settled = {n: replayer.stats_count.get(n, 0) + 2 for n in names}
+    spin_until(executor, lambda: all(replayer.stats_count.get(n, 0) >= c for n, c in settled.items()), 5.0, stack)
+    replayer.forget_probes()
+
+
 def stack_nodes(shards: int = 1) -> tuple[str, ...]:
     """Names of the measured node processes (monitor excluded): sharded GP and belief processes are
     named by ``runner.process_names``, so readiness and counters use the names the processes have."""
@@ -300,6 +317,8 @@ def run_bench(
                 f"{', '.join(crowded(replayer, shards))}: another stack or player shares "
                 f"ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}; run the bench on a free domain"
             )
+        if not listen:
+            prime(replayer, executor, stack, names, startup_timeout_s)
         before = _extras(replayer.stats)
         counts_before = dict(replayer.stats_count)
         spin = lambda timeout: executor.spin_once(timeout_sec=timeout)  # noqa: E731
