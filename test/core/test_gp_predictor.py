@@ -256,3 +256,24 @@ def test_a_constant_motion_variance_skips_the_gp_variance_and_predicts_the_same(
     assert calls == [1]
     np.testing.assert_array_equal(fast[0], full[0])
     np.testing.assert_array_equal(fast[1], full[1])
+
+
+def test_a_failed_online_factorisation_falls_back_to_the_offline_model(fitted: TrajectoryPredictor) -> None:
+    fitted.add_windows(curved_windows(30, 5))
+    hist = curved_windows(16, 3)[:, :8].copy()
+
+    def indefinite(*_args) -> None:
+        raise np.linalg.LinAlgError("not positive definite even with the largest jitter")
+
+    fitted.place_model_.add = indefinite
+    fitted.add_windows(curved_windows(10, 6))  # must not raise
+    assert fitted.place_model_ is None and fitted.stats()["place_failures"] == 1
+    after = np.empty((16, 12, 2)), np.empty((16, 12, 2))
+    fitted.predict(hist, *after)
+    fitted.reset_online()
+    offline = np.empty((16, 12, 2)), np.empty((16, 12, 2))
+    fitted.predict(hist, *offline)
+    np.testing.assert_array_equal(after[0], offline[0])  # the offline motion model alone
+    fitted.add_windows(curved_windows(10, 7))  # and the place is learned anew
+    assert fitted.stats()["n_online"] == 10
+    fitted.reset_online()

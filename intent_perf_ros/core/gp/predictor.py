@@ -172,6 +172,7 @@ class TrajectoryPredictor:
         self.place_model_: OnlineGP | None = None
         self.n_windows_fitted_ = 0
         self.refits_ = 0
+        self.place_failures_ = 0
         self._reserved = 0
 
     # -- learning --------------------------------------------------------------------------------
@@ -447,15 +448,23 @@ class TrajectoryPredictor:
             place, z = place[novel], z[novel]
             if place.shape[0] == 0:
                 return
-        if self.place_model_ is None:
-            self.place_model_ = OnlineGP(
-                self.place_params_, capacity=cfg.online_capacity, jitter=cfg.jitter, dtype=cfg.dtype
-            )
-            self.place_model_.fit(place, z)
-            if self._reserved:
-                self.place_model_.reserve(self._reserved)
-        else:
-            self.place_model_.add(place, z)
+        try:
+            if self.place_model_ is None:
+                self.place_model_ = OnlineGP(
+                    self.place_params_, capacity=cfg.online_capacity, jitter=cfg.jitter, dtype=cfg.dtype
+                )
+                self.place_model_.fit(place, z)
+                if self._reserved:
+                    self.place_model_.reserve(self._reserved)
+            else:
+                self.place_model_.add(place, z)
+        except np.linalg.LinAlgError as exc:
+            # Jitter escalation (linalg.cholesky_jittered) gave up: a half-updated factor must not
+            # predict, so fall back to the last good model - the offline motion model, which online
+            # learning never changes - and start learning this place again with the next windows.
+            LOG.warning("online place model dropped after a failed factorisation (%s); learning it anew", exc)
+            self.place_model_ = None
+            self.place_failures_ += 1
 
     def reset_online(self) -> None:
         """Forget what was learned online (e.g. the robot moved to another place)."""
@@ -617,6 +626,7 @@ class TrajectoryPredictor:
             "n_online": place.n_train if place is not None else 0,
             "refits": self.refits_ + (place.refits_ if place is not None else 0),
             "incremental_updates": place.incremental_updates_ if place is not None else 0,
+            "place_failures": self.place_failures_,
             "max_humans": self._reserved,
         }
 
