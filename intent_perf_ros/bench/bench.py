@@ -61,7 +61,6 @@ STACK_NODES = ("gp_inference_node", "belief_node", "mpc_node")
 # The issue's goals on this 2-core machine (synthetic scenario, 10 humans, 30 Hz, four processes).
 GOALS_REAL_TIME = {"e2e_p95_ms": 2.0, "e2e_p999_ms": 5.0, "lost_messages": 0, "rss_total_mb": 600.0}
 GOAL_PREDICTIONS_PER_S_MAX = 20_000.0
-STALE_GRAPH_WAIT_S = 25.0  # FastDDS' default participant lease (20 s) and a margin
 
 
 def _extras(stats: dict) -> dict[str, dict[str, int]]:
@@ -313,11 +312,7 @@ def run_bench(
                 f"{', '.join(_not_ready(replayer, shards))}; {where}"
             )
         startup_s = time.monotonic() - startup_start
-        # A stack that stopped a moment ago can stay in the graph until its participants' lease expires
-        # (FastDDS: 20 s) when they could not say goodbye: wait that out before calling it a foreign stack.
-        if crowded(replayer, shards) and not spin_until(
-            executor, lambda: not crowded(replayer, shards), STALE_GRAPH_WAIT_S, stack
-        ):
+        if crowded(replayer, shards):
             raise RuntimeError(
                 f"{', '.join(crowded(replayer, shards))}: another stack or player shares "
                 f"ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}; run the bench on a free domain"

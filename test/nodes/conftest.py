@@ -30,6 +30,9 @@ def ros():
     try:
         yield Graph()
     finally:
+        # Executor first: while it holds the nodes, their publishers stay in the ROS graph for the rest
+        # of the pytest process, and a later test that checks the domain for a foreign stack sees them.
+        executor.shutdown()
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
