@@ -51,6 +51,7 @@ def test_killed_predictor_is_respawned_and_the_robot_waits_for_it(tmp_path):
         # Bounded recovery: the restarted node warms up and commands answer observations again.
         assert spin_until(executor, respawning(lambda: len(driver.latencies_ms) >= answered + 20), 60.0)
         assert driver.statuses[-1] not in STALE_MODES
+        executor.shutdown()  # else it keeps the nodes in the ROS graph (see test/nodes/conftest.py)
         driver.destroy_node()
     finally:
         rclpy.try_shutdown()

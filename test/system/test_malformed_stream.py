@@ -195,6 +195,7 @@ def test_malformed_stream_on_every_input_keeps_nodes_alive_and_outputs_finite(tm
         assert stack.poll() == {}, "a node process exited"
         after = {n: counters(driver.stats, n) for n in before}
         diagnostics = {s.name: {kv.key: kv.value for kv in s.values} for s in driver.diagnostics.status}
+        executor.shutdown()  # else it keeps the nodes in the ROS graph (see test/nodes/conftest.py)
         driver.destroy_node()
         malformer.destroy_node()
     finally:
@@ -257,6 +258,7 @@ def test_mpc_node_keeps_commanding_under_predictions_with_a_bad_step_dt(step_dt)
         commands.clear()
         assert spin_until(executor, publish_for_two_seconds, 10.0)
         dropped = mpc.stats.dropped
+        executor.shutdown()  # else it keeps the nodes in the ROS graph (see test/nodes/conftest.py)
         mpc.destroy_node()
         peer.destroy_node()
     finally:

@@ -108,6 +108,7 @@ def test_soak_memory_is_flat_and_no_command_is_lost(tmp_path):
         end_deficit = min(c for _, c in ledger.deficits[n:])
         counts = topic_counts(driver)
         assert stack.poll() == {}, "a node process exited"
+        executor.shutdown()  # else it keeps the nodes in the ROS graph (see test/nodes/conftest.py)
         driver.destroy_node()
     finally:
         rclpy.try_shutdown()

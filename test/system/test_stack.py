@@ -72,6 +72,7 @@ def test_stack_end_to_end(tmp_path):
         gp_stats = driver.stats["gp_inference_node"]
         diagnostics = {s.name: s for s in driver.diagnostics.status}
         pids = list(stack.pids().values())
+        executor.shutdown()  # else it keeps the nodes in the ROS graph (see test/nodes/conftest.py)
         driver.destroy_node()
     finally:
         rclpy.try_shutdown()
