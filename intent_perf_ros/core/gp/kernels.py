@@ -14,19 +14,20 @@ import numpy as np
 
 @numba.njit(cache=True)
 def _scaled_sq_dist_into(queries, inv_lengthscales, train_scaled, out):  # pragma: no cover - compiled
-    """out[i, j] = sum_d (queries[i, d] / l_d - train_scaled[j, d])^2 for the first queries.shape[0] rows."""
+    """out[i, j] = sum_d (queries[i, d] / l_d - train_scaled[j, d])^2 for the first queries.shape[0] rows.
+
+    Dimension by dimension, so that the inner loop runs along a row of ``out`` and nothing is allocated.
+    """
     m, d = queries.shape
     n = train_scaled.shape[0]
-    q = np.empty(d)
     for i in range(m):
-        for c in range(d):
-            q[c] = queries[i, c] * inv_lengthscales[c]
         for j in range(n):
-            acc = 0.0
-            for c in range(d):
-                diff = q[c] - train_scaled[j, c]
-                acc += diff * diff
-            out[i, j] = acc
+            out[i, j] = 0.0
+        for c in range(d):
+            qc = queries[i, c] * inv_lengthscales[c]
+            for j in range(n):
+                diff = qc - train_scaled[j, c]
+                out[i, j] += diff * diff
 
 
 def rbf_cross_into(queries: np.ndarray, inv_lengthscales: np.ndarray, train_scaled: np.ndarray, signal_var: float,
