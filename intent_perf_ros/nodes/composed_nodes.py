@@ -16,8 +16,6 @@ from intent_perf_ros.nodes.common import run
 from intent_perf_ros.nodes.gp_inference_node import GpInferenceNode
 from intent_perf_ros.nodes.mpc_node import MpcNode
 
-COMPOSED_NODES = ("gp_inference_node", "belief_node", "mpc_node")
-
 
 def main(args: list[str] | None = None) -> None:
     raise SystemExit(run((GpInferenceNode, BeliefNode, MpcNode), args))
