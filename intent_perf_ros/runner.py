@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import yaml
@@ -199,6 +199,20 @@ class NodeProcesses:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def spin_until(executor, condition: Callable[[], bool], timeout_s: float, stack: NodeProcesses | None = None) -> bool:
+    """Spin ``executor`` (anything with ``spin_once``) until ``condition()`` holds; False on time-out.
+    Fails fast when a process of ``stack`` exited, instead of waiting out the time-out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if stack is not None and (dead := stack.poll()):
+            where = f" in {stack.log_dir}" if stack.log_dir else ""
+            raise RuntimeError(f"node process exited: {dead} (exit codes); see the node logs{where}")
+        executor.spin_once(timeout_sec=0.05)
+    return condition()
 
 
 def up(params_file: str | None, respawn: bool, nodes: tuple[str, ...] = NODES, shards: int = 1,

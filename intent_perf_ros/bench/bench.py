@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ from intent_perf_ros.runner import (
     expand_shards,
     hosted_nodes,
     process_names,
+    spin_until,
 )
 
 STACK_NODES = ("gp_inference_node", "belief_node", "mpc_node")
@@ -159,23 +159,6 @@ def _loss(chain: dict) -> dict:
             "lost": sum(max(sent - r, 0) for r in received.values()),
         }
     return out
-
-
-def spin_until(
-    executor: EventsExecutor,
-    condition: Callable[[], bool],
-    timeout_s: float,
-    stack: NodeProcesses | None = None,
-) -> bool:
-    """Spin until ``condition()`` holds; False on time-out. Fails fast when a node process died."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if stack is not None and (dead := stack.poll()):
-            raise RuntimeError(f"node process exited: {dead} (exit codes); see {stack.log_dir}/<node>.log")
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
 
 
 def prime(replayer: Replayer, executor: EventsExecutor, stack: NodeProcesses | None, names: tuple[str, ...],

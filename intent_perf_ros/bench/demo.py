@@ -5,7 +5,6 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -14,21 +13,9 @@ from rclpy.experimental import EventsExecutor
 
 from intent_perf_ros.bench.driver import STACK_NODES, ScenarioDriver, latency_summary, topic_counts
 from intent_perf_ros.core.scenario import ScenarioConfig
-from intent_perf_ros.runner import NodeProcesses
+from intent_perf_ros.runner import NodeProcesses, spin_until
 
 WARMUP_S = 2.0  # scenario seconds before latencies count (see run_demo)
-
-
-def spin_until(executor, condition: Callable[[], bool], timeout_s: float, stack: NodeProcesses | None = None) -> bool:
-    """Spin until ``condition()`` holds; False on time-out. Fails fast when a node process died."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if stack is not None and (dead := stack.poll()):
-            raise RuntimeError(f"node process exited during start-up: {dead}; see the node logs")
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
 
 
 def run_demo(duration_s: float = 20.0, humans: int = 5, rate_hz: float = 30.0, seed: int = 0,

@@ -17,7 +17,6 @@ from nav_msgs.msg import Odometry
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
-from intent_perf_ros.bench.demo import spin_until
 from intent_perf_ros.bench.driver import ScenarioDriver
 from intent_perf_ros.core.scenario import ScenarioConfig
 from intent_perf_ros.msg import (
@@ -29,7 +28,7 @@ from intent_perf_ros.msg import (
     TrackedHumans,
 )
 from intent_perf_ros.nodes.common import COMMAND_QOS, CONTROL_QOS, DERIVED_QOS, SENSOR_QOS
-from intent_perf_ros.runner import NodeProcesses
+from intent_perf_ros.runner import NodeProcesses, spin_until
 
 pytestmark = pytest.mark.system
 

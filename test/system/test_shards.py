@@ -32,11 +32,10 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from intent_perf_ros.bench.demo import spin_until
 from intent_perf_ros.core.sharding import shard_of
 from intent_perf_ros.msg import BeliefArray, ControlStatus, HumanState, IntentPredictionArray, NodeStats, TrackedHumans
 from intent_perf_ros.nodes.common import COMMAND_QOS, CONTROL_QOS, DERIVED_QOS, SENSOR_QOS, STATS_TOPIC
-from intent_perf_ros.runner import NodeProcesses
+from intent_perf_ros.runner import NodeProcesses, spin_until
 
 pytestmark = pytest.mark.system
 

@@ -25,12 +25,11 @@ import pytest
 import rclpy
 from rclpy.experimental import EventsExecutor
 
-from intent_perf_ros.bench.demo import spin_until
 from intent_perf_ros.bench.driver import ScenarioDriver, topic_counts
 from intent_perf_ros.core.scenario import ScenarioConfig
 from intent_perf_ros.msg import NodeStats
 from intent_perf_ros.nodes.common import CONTROL_QOS, STATS_TOPIC
-from intent_perf_ros.runner import NodeProcesses
+from intent_perf_ros.runner import NodeProcesses, spin_until
 
 pytestmark = [pytest.mark.system]
 

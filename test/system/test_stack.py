@@ -7,11 +7,10 @@ import pytest
 import rclpy
 from rclpy.experimental import EventsExecutor
 
-from intent_perf_ros.bench.demo import spin_until
 from intent_perf_ros.bench.driver import ScenarioDriver
 from intent_perf_ros.core.scenario import ScenarioConfig
 from intent_perf_ros.msg import HumanState, TrackedHumans
-from intent_perf_ros.runner import NodeProcesses
+from intent_perf_ros.runner import NodeProcesses, spin_until
 
 pytestmark = pytest.mark.system
 
