@@ -283,20 +283,19 @@ class Replayer(Node):
         self.received[PREDICTIONS] += 1
 
     def _on_belief(self, data: bytes) -> None:
-        now, stamp = time.time_ns(), read_stamp(data)
-        self.rec.beliefs.append((now, stamp))
-        self.rec.answer(stamp, 1)
-        self.received[BELIEF] += 1
-        if stamp in self._probes:
-            self._probe_answers.setdefault(stamp, [0, 0])[1] += 1
+        self._on_answer(data, self.rec.beliefs, BELIEF, 1)
 
     def _on_command(self, data: bytes) -> None:
+        self._on_answer(data, self.rec.commands, COMMANDS, 0)
+
+    def _on_answer(self, data: bytes, records: list, topic: str, kind: int) -> None:
+        """A command (kind 0) or belief (kind 1): recorded, and counted for its observation or probe."""
         now, stamp = time.time_ns(), read_stamp(data)
-        self.rec.commands.append((now, stamp))
-        self.rec.answer(stamp, 0)
-        self.received[COMMANDS] += 1
+        records.append((now, stamp))
+        self.rec.answer(stamp, kind)
+        self.received[topic] += 1
         if stamp in self._probes:
-            self._probe_answers.setdefault(stamp, [0, 0])[0] += 1
+            self._probe_answers.setdefault(stamp, [0, 0])[kind] += 1
 
     def _on_stats(self, msg: NodeStats) -> None:
         self.stats[msg.node_name] = msg
@@ -347,8 +346,7 @@ class Replayer(Node):
         handshake, and what a writer publishes meanwhile never reaches that (volatile) reader: the
         first seconds of a replay lost 9-45 beliefs or predictions in about half of the runs before
         the bench waited for this."""
-        answered = any(self._probe_answers.get(s, [0, 0])[0] >= 1
-                       and self._probe_answers.get(s, [0, 0])[1] >= self.shards for s in self._probes)
+        answered = any(commands >= 1 and beliefs >= self.shards for commands, beliefs in self._probe_answers.values())
         return answered and self.counter("mpc_node", f"msgs_in.{BELIEF}") > belief_links_before
 
     def counter(self, node: str, key: str) -> int:
