@@ -211,12 +211,15 @@ def test_steady_state_update_allocates_nothing(mode):
     try:
         before, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        for k in range(5, 55):
+        for k in range(5, 205):
             tracker.update(0.4 * k, ids, xy, vxy)
         after, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert after - before <= 0
+    # Not zero: a float or int attribute replaced during the loop may come from the allocator or
+    # from CPython's free list, depending on what ran before (a CI run kept 176 bytes). Anything
+    # kept per update (16 bytes at least) would pass 1 kB within these 200 updates.
+    assert after - before < 1024
     # At any moment only the transient objects of one call exist (numba's dispatcher boxes the ~30
     # arguments: about 2.2 kB measured, whatever the number of updates); one per-human particle
     # array would already be 8 kB and the particle state of 10 humans 80 kB.
