@@ -12,6 +12,7 @@ from rclpy.serialization import deserialize_message
 from intent_perf_ros.bench.bags import Bag, iter_humans
 from intent_perf_ros.bench.replay import Recording, Replayer
 from intent_perf_ros.msg import IntentPredictionArray
+from intent_perf_ros.nodes.flat_fields import prediction_layout, read_fields
 
 STAGES = ("prediction", "belief", "control")
 DEADLINE_MS = 10.0
@@ -62,8 +63,9 @@ def score_predictions(
     for msg in predictions[::stride]:
         t0 = (bag_time_ns[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] - start) * 1e-9
         steps = np.arange(1, msg.horizon_steps + 1) * msg.step_dt
-        for p in msg.predictions:
-            track = truth.get(p.id)
+        fields = read_fields(msg, prediction_layout(msg.horizon_steps))
+        for human, state, mean in zip(fields["ids"], fields["state"], fields["mean"], strict=True):
+            track = truth.get(int(human))
             if (
                 track is None
                 or msg.horizon_steps == 0
@@ -74,8 +76,8 @@ def score_predictions(
                 np.interp(t0 + steps, track[:, 0], track[:, 1]),
                 np.interp(t0 + steps, track[:, 0], track[:, 2]),
             )
-            err = np.hypot(np.frombuffer(p.mean_x) - gx, np.frombuffer(p.mean_y) - gy)
-            cv = np.hypot(p.x + p.vx * steps - gx, p.y + p.vy * steps - gy)
+            err = np.hypot(mean[:, 0] - gx, mean[:, 1] - gy)
+            cv = np.hypot(state[0] + state[2] * steps - gx, state[1] + state[3] * steps - gy)
             ade.append(err.mean())
             fde.append(err[-1])
             cv_ade.append(cv.mean())
@@ -160,7 +162,7 @@ def analyse(
 ) -> tuple[dict, BenchRun]:
     rec = r.rec
     s = samples(rec, play_start_ns)
-    humans = sum(len(p.predictions) for p in s.answered)
+    humans = sum(len(p.ids) for p in s.answered)
     last = play_end_ns if s.last_answer_ns is None else s.last_answer_ns
     window_s = max((last - play_start_ns) * 1e-9, 1e-9)
     answered = len(s.e2e_ms)

@@ -147,7 +147,7 @@ class Soak:
         self.sent += s.sent
         self.answered += e2e.size
         self.misses += int((e2e > DEADLINE_MS).sum()) + s.sent - e2e.size
-        self.humans += sum(len(p.predictions) for p in s.answered)
+        self.humans += sum(len(p.ids) for p in s.answered)
         if s.last_answer_ns is not None:
             self.last_answer_ns = max(self.last_answer_ns or 0, s.last_answer_ns)
         self.e2e.add(e2e)

@@ -13,8 +13,9 @@ from intent_perf_ros.core.belief.decision import BehaviourSelector, outcome_rewa
 from intent_perf_ros.core.belief.model import MAX_COORDINATE, MAX_SPEED
 from intent_perf_ros.core.belief.tracker import BeliefConfig, BeliefTracker
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
-from intent_perf_ros.msg import BeliefArray, BeliefState, ControlStatus, IntentPredictionArray
+from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import CONTROL_QOS, DERIVED_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
+from intent_perf_ros.nodes.flat_fields import FieldPool, belief_layout, prediction_layout, read_fields
 
 PREDICTIONS_TOPIC = "intent/predictions"
 BELIEF_TOPIC = "intent/belief"
@@ -61,8 +62,9 @@ class BeliefNode(Node):
         self._progress_start: float | None = None
         self._latest_status: ControlStatus | None = None
         self._labels = list(self.trackers[0].labels)
-        self._goals_x = array.array("d", [*goals_x, math.nan])
-        self._goals_y = array.array("d", [*goals_y, math.nan])
+        self._message = BeliefArray(goal_labels=self._labels, goal_x=array.array("d", [*goals_x, math.nan]),
+                                    goal_y=array.array("d", [*goals_y, math.nan]))
+        self._fields = FieldPool(belief_layout(len(self._labels)), self.capacity)
         self._ids = np.zeros(self.capacity, dtype=np.int64)
         self._xy = np.zeros((self.capacity, 2))
         self._vxy = np.zeros((self.capacity, 2))
@@ -80,26 +82,33 @@ class BeliefNode(Node):
         if max(msg.shard_count, 1) != self.shard_count or msg.shard_index != self.shard_index % self.shard_count:
             return  # another shard's humans (or a stack configured with other shards)
         self.stats.received(PREDICTIONS_TOPIC)
-        n = min(len(msg.predictions), self.capacity)
-        if n < len(msg.predictions):
-            self.stats.dropped += len(msg.predictions) - n
         steps = min(int(msg.horizon_steps), self._pred.shape[1])
-        for i in range(n):
-            p = msg.predictions[i]
-            self._ids[i] = p.id
-            self._xy[i, 0], self._xy[i, 1], self._vxy[i, 0], self._vxy[i, 1] = p.x, p.y, p.vx, p.vy
-            if len(p.mean_x) >= steps and len(p.mean_y) >= steps:
-                self._pred[i, :steps, 0] = p.mean_x[:steps]
-                self._pred[i, :steps, 1] = p.mean_y[:steps]
+        try:
+            fields = read_fields(msg, prediction_layout(int(msg.horizon_steps)))
+        except ValueError as exc:
+            self.stats.dropped += 1
+            self.stats.warn(f"dropping a malformed predictions message: {exc}")
+            return
+        n = min(len(fields["ids"]), self.capacity)
+        if n < len(fields["ids"]):
+            self.stats.dropped += len(fields["ids"]) - n
+        self._ids[:n] = fields["ids"][:n]
+        self._xy[:n] = fields["state"][:n, :2]
+        self._vxy[:n] = fields["state"][:n, 2:]
+        self._pred[:n, :steps] = fields["mean"][:n, :steps]
         n = self._drop_implausible(n, steps)
-        out = BeliefArray()
+        out = self._message
         out.header = msg.header
-        out.goal_labels = self._labels
-        out.goal_x, out.goal_y = self._goals_x, self._goals_y
+        _, views = self._fields.buffers(n)
         if n:
             result = self.tracker.update(stamp_to_s(msg.header.stamp), self._ids[:n], self._xy[:n], self._vxy[:n],
                                          self._pred[:n, :steps] if steps else None, float(msg.step_dt))
-            out.beliefs = [self._belief_state(result, i) for i in range(n)]
+            views["ids"][:] = self._ids[:n]
+            views["probabilities"][:] = result.probabilities[:n]
+            views["entropy"][:] = result.entropy[:n]
+            views["effective_sample_size"][:] = result.ess[:n]
+            views["most_likely_goal"][:] = result.most_likely[:n]
+        self._fields.assign(out, n)
         _, out.behaviour, out.behaviour_score, out.exploration_bonus = self._behaviour
         self.publisher.publish(out)
         self.stats.sent(BELIEF_TOPIC, stamp_to_ns(msg.header.stamp))
@@ -128,15 +137,6 @@ class BeliefNode(Node):
         self.stats.dropped += n - keep.size
         self.stats.warn(f"dropping {n - keep.size} predictions with non-finite or implausible values or a repeated id")
         return int(keep.size)
-
-    def _belief_state(self, result, i: int) -> BeliefState:
-        state = BeliefState()
-        state.id = int(self._ids[i])
-        state.probabilities = array.array("d", result.probabilities[i].tobytes())
-        state.entropy = float(result.entropy[i])
-        state.effective_sample_size = float(result.ess[i])
-        state.most_likely_goal = int(result.most_likely[i])
-        return state
 
     def on_status(self, msg: ControlStatus) -> None:
         self._latest_status = msg

@@ -1,7 +1,6 @@
 """gp_inference_node: tracked humans in, GP trajectory predictions (mean and variance) out."""
 from __future__ import annotations
 
-import array
 import os
 import time
 from pathlib import Path
@@ -14,13 +13,13 @@ from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredict
 from intent_perf_ros.core.shared_models import RedisModelStore, SharedModelError, load_shared_predictor, share_predictor
 from intent_perf_ros.core.tracks import TrackHistory
 from intent_perf_ros.core.validation import HumanSanitizer, StampCheck
-from intent_perf_ros.msg import IntentPrediction, IntentPredictionArray, TrackedHumans
+from intent_perf_ros.msg import IntentPredictionArray, TrackedHumans
 from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
+from intent_perf_ros.nodes.flat_fields import FieldPool, prediction_layout
 
 HUMANS_TOPIC = "humans/tracked"
 PREDICTIONS_TOPIC = "intent/predictions"
 NO_ONLINE_LEARNING, CONSTANT_VELOCITY = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
-HORIZON_FIELDS = ("mean_x", "mean_y", "var_x", "var_y")
 UNSURE_VARIANCE = 4.0  # [m^2] per axis: a 2 m standard deviation when a prediction had to be repaired
 
 
@@ -82,10 +81,7 @@ class GpInferenceNode(Node):
         self._windows_learned = self._windows_skipped = 0
         self._message = IntentPredictionArray(step_dt=self.step_dt, horizon_steps=pred_steps,
                                               shard_index=self.shard_index, shard_count=self.shard_count)
-        self._message_pool = [IntentPrediction(**{f: array.array("d", bytes(8 * pred_steps)) for f in HORIZON_FIELDS})
-                              for _ in range(self.max_message_humans)]
-        self._message_views = [[np.frombuffer(getattr(p, f), dtype=np.float64) for f in HORIZON_FIELDS]
-                               for p in self._message_pool]
+        self._fields = FieldPool(prediction_layout(pred_steps), self.max_humans)
 
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats,
                                     DegradationLadder(NODE_LEVELS["gp_inference_node"], budget_ms))
@@ -169,22 +165,16 @@ class GpInferenceNode(Node):
         self.stats.warn(f"non-finite GP prediction for {int(bad.sum())} humans replaced by a standing prediction")
 
     def _to_message(self, header, n: int) -> IntentPredictionArray:
-        """Fill the preallocated message: scalars through the generated setters, the horizon arrays
-        by copying into numpy views of the message's own buffers (rclpy serialises a message while
-        ``publish`` runs, so the same objects can carry the next cycle)."""
+        """Fill the preallocated message from the first ``n`` rows of the prediction buffers."""
+        _, views = self._fields.buffers(n)
+        views["ids"][:] = self._ids[:n]
+        views["state"][:, :2] = self._xy[:n]
+        views["state"][:, 2:] = self._vxy[:n]
+        views["mean"][:] = self._mean[:n]
+        views["variance"][:] = self._var[:n]
         out = self._message
         out.header = header
-        for i in range(n):
-            p = self._message_pool[i]
-            p.id = int(self._ids[i])
-            p.x, p.y = float(self._xy[i, 0]), float(self._xy[i, 1])
-            p.vx, p.vy = float(self._vxy[i, 0]), float(self._vxy[i, 1])
-            views = self._message_views[i]
-            views[0][:] = self._mean[i, :, 0]
-            views[1][:] = self._mean[i, :, 1]
-            views[2][:] = self._var[i, :, 0]
-            views[3][:] = self._var[i, :, 1]
-        out.predictions = self._message_pool[:n]
+        self._fields.assign(out, n)
         return out
 
     def learn(self) -> None:

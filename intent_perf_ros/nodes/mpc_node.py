@@ -20,7 +20,7 @@ from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.mpc.controller import ControlResult, Mode, MPCConfig, MPCController
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 from intent_perf_ros.core.sharding import ShardCycles
-from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPrediction, IntentPredictionArray
+from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import (
     COMMAND_QOS,
     CONTROL_QOS,
@@ -30,6 +30,7 @@ from intent_perf_ros.nodes.common import (
     run,
     stamp_to_ns,
 )
+from intent_perf_ros.nodes.flat_fields import belief_layout, prediction_layout, read_fields
 
 ODOM_TOPIC = "odom"
 GOAL_TOPIC = "goal_pose"
@@ -39,10 +40,6 @@ CMD_TOPIC = "cmd_vel"
 STATUS_TOPIC = "mpc/status"
 SHORT_HORIZON, FEWER_HYPOTHESES = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
 BELIEF_TIMEOUT_S = 2.0  # an older belief of a human is not used (uniform instead)
-
-
-def _by_id(prediction: IntentPrediction) -> int:
-    return prediction.id
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
@@ -158,10 +155,16 @@ class MpcNode(Node):
             except ValueError as exc:
                 self.stats.dropped += 1
                 self.stats.warn(f"ignoring behaviour: {exc}")
+        try:
+            fields = read_fields(msg, belief_layout(k + 1))
+        except ValueError as exc:
+            self.stats.dropped += 1
+            self.stats.warn(f"dropping the beliefs of a malformed belief message: {exc}")
+            return
         # Merged by id: with sharded belief nodes each message holds only its shard's humans.
         now = time.monotonic()
-        self._belief_of.update({b.id: (np.frombuffer(b.probabilities, dtype=np.float64), now) for b in msg.beliefs
-                                if len(b.probabilities) == k + 1})
+        probabilities = fields["probabilities"]
+        self._belief_of.update({int(i): (probabilities[row], now) for row, i in enumerate(fields["ids"])})
         if len(self._belief_of) > 4 * self.max_humans:  # forget humans whose belief went stale
             self._belief_of = {i: e for i, e in self._belief_of.items() if now - e[1] < BELIEF_TIMEOUT_S}
 
@@ -173,7 +176,6 @@ class MpcNode(Node):
             self.stats.dropped += 1
             self.stats.warn(f"dropping predictions with step_dt {msg.step_dt} s and horizon_steps {msg.horizon_steps}")
             return
-        self._last_predictions = time.monotonic()
         shards = max(msg.shard_count, 1)
         if shards == 1:
             parts = [msg]
@@ -185,38 +187,54 @@ class MpcNode(Node):
                 return
         steps = min(int(msg.horizon_steps), self._pred_mean.shape[1])
         step_dt = float(msg.step_dt)
-        n = self._load(parts, steps)
+        loaded = self._load(parts, steps)
+        if loaded is None:  # not fresh either: the watchdog slows the robot down if only such messages come
+            return
+        self._last_predictions = time.monotonic()
+        n, steps = loaded
         count = self._expand(n, steps, step_dt, self._goals.shape[0] > 0)
         width = max(steps, 1)
         self._control(stamp_to_ns(msg.header.stamp), self._hyp_mean[:count, :width], self._hyp_var[:count, :width],
                       step_dt, 0.0)
         self.stats.callback_done(start)
 
-    def _load(self, parts: list[IntentPredictionArray], steps: int) -> int:
-        """Copy every shard's predictions (and the belief of each human) into the preallocated arrays."""
-        n = 0
-        k1 = self._goals.shape[0] + 1
-        now = time.monotonic()
+    def _load(self, parts: list[IntentPredictionArray], steps: int) -> tuple[int, int] | None:
+        """Copy every shard's predictions (and the belief of each human) into the preallocated arrays.
+
+        Returns the number of humans and of horizon steps that every shard's message holds, or None
+        when a message is malformed: the cycle is dropped rather than planned without its humans."""
+        try:
+            fields = [read_fields(part, prediction_layout(int(part.horizon_steps))) for part in parts]
+        except ValueError as exc:
+            self.stats.dropped += 1
+            self.stats.warn(f"dropping a cycle with a malformed predictions message: {exc}")
+            return None
+        steps = min(steps, *(f["mean"].shape[1] for f in fields))
+        merged = fields[0] if len(fields) == 1 else \
+            {name: np.concatenate([f[name][:, :steps] if f[name].ndim == 3 else f[name] for f in fields])
+             for name in fields[0]}
         # In id order: shards' messages arrive in any order, and the QP's constraint order (hence OSQP's
-        # iterates) must not depend on it, so that sharded and unsharded stacks plan the same.
-        for p in sorted((p for part in parts for p in part.predictions), key=_by_id):
-            if n == self.max_humans or len(p.mean_x) < steps or len(p.var_x) < steps:
-                self.stats.dropped += 1
-                continue
-            self._pred_mean[n, :steps, 0] = p.mean_x[:steps]
-            self._pred_mean[n, :steps, 1] = p.mean_y[:steps]
-            self._pred_var[n, :steps, 0] = p.var_x[:steps]
-            self._pred_var[n, :steps, 1] = p.var_y[:steps]
-            self._xy[n] = (p.x, p.y)
-            self._vxy[n] = (p.vx, p.vy)
-            if k1 > 1:
-                entry = self._belief_of.get(p.id)
+        # iterates) must not depend on it, so that sharded and unsharded stacks plan the same. Above
+        # max_humans the highest ids are left out (counted).
+        order = np.argsort(merged["ids"], kind="stable")
+        if order.size > self.max_humans:
+            self.stats.dropped += order.size - self.max_humans
+            order = order[:self.max_humans]
+        n = order.size
+        self._pred_mean[:n, :steps] = merged["mean"][order, :steps]
+        self._pred_var[:n, :steps] = merged["variance"][order, :steps]
+        self._xy[:n] = merged["state"][order, :2]
+        self._vxy[:n] = merged["state"][order, 2:]
+        k1 = self._goals.shape[0] + 1
+        if k1 > 1:
+            now = time.monotonic()
+            for row, human in enumerate(merged["ids"][order]):
+                entry = self._belief_of.get(int(human))
                 if entry is not None and entry[0].shape[0] == k1 and now - entry[1] < BELIEF_TIMEOUT_S:
-                    self._probs[n, :k1] = entry[0]
+                    self._probs[row, :k1] = entry[0]
                 else:  # no belief yet for this human: uniform over the goals and "wandering"
-                    self._probs[n, :k1] = 1.0 / k1
-            n += 1
-        return n
+                    self._probs[row, :k1] = 1.0 / k1
+        return n, steps
 
     def _expand(self, n: int, steps: int, pred_dt: float, use_belief: bool) -> int:
         if n == 0:

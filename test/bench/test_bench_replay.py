@@ -1,14 +1,15 @@
 """intent-perf bench: the JSON has every key with consistent counts; loss and error are computed right."""
 
+import array
 import json
 import math
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from intent_perf_ros.bench import analysis, bags, bench, make_bag, replay, report
+from intent_perf_ros.msg import IntentPredictionArray
 
 KEYS_E2E = {"count", "mean", "p50", "p95", "p99", "p999", "max"}
 
@@ -45,25 +46,13 @@ def test_prediction_error_against_ground_truth(tmp_path):
     # A perfect predictor: the true positions 0.4 s, 0.8 s ahead.
     step_dt, steps = 0.4, 2
     future = [later[stamp + round(k * step_dt * 1e9)] for k in range(1, steps + 1)]
-    predictions = []
-    for i, h in enumerate(truth.humans):
-        predictions.append(
-            SimpleNamespace(
-                id=h.id,
-                x=h.x,
-                y=h.y,
-                vx=0.0,
-                vy=0.0,
-                mean_x=np.array([f.humans[i].x for f in future]),
-                mean_y=np.array([f.humans[i].y for f in future]),
-            )
-        )
-    msg = SimpleNamespace(
-        header=SimpleNamespace(stamp=SimpleNamespace(sec=7, nanosec=0)),
-        step_dt=step_dt,
-        horizon_steps=steps,
-        predictions=predictions,
-    )
+    msg = IntentPredictionArray(step_dt=step_dt, horizon_steps=steps)
+    msg.header.stamp.sec = 7
+    msg.ids = array.array("I", [h.id for h in truth.humans])
+    msg.state = array.array("d", [v for h in truth.humans for v in (h.x, h.y, 0.0, 0.0)])
+    msg.mean = array.array("d", [v for i in range(len(truth.humans)) for f in future
+                                 for v in (f.humans[i].x, f.humans[i].y)])
+    msg.variance = array.array("d", [0.0] * len(msg.mean))
     score = analysis.score_predictions([msg], {7 * 10**9: stamp}, bag)
     assert score["count"] == 2
     assert score["ade_m"] == pytest.approx(0.0, abs=1e-9) and score["fde_m"] == pytest.approx(0.0, abs=1e-9)

@@ -1,11 +1,12 @@
 """belief_node alone with a fake predictor: belief follows the walking direction, stamps kept."""
 import array
+import math
 
 import pytest
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from intent_perf_ros.msg import BeliefArray, IntentPrediction, IntentPredictionArray
+from intent_perf_ros.msg import BeliefArray, IntentPredictionArray
 from intent_perf_ros.nodes.belief_node import BeliefNode
 from intent_perf_ros.nodes.common import DERIVED_QOS
 
@@ -23,22 +24,24 @@ def test_belief_converges_to_the_goal_the_human_walks_to(ros):
         msg = IntentPredictionArray(step_dt=0.4, horizon_steps=3)
         msg.header.stamp.sec, msg.header.stamp.nanosec = 50 + k // 10, (k % 10) * 100_000_000
         x = 0.12 * k
-        p = IntentPrediction(id=4, x=x, y=0.0, vx=1.2, vy=0.0)
-        p.mean_x = array.array("d", [x + 0.48, x + 0.96, x + 1.44])
-        p.mean_y = array.array("d", [0.0] * 3)
-        p.var_x = p.var_y = array.array("d", [0.01, 0.04, 0.09])
-        msg.predictions = [p]
+        msg.ids = array.array("I", [4])
+        msg.state = array.array("d", [x, 0.0, 1.2, 0.0])
+        msg.mean = array.array("d", [x + 0.48, 0.0, x + 0.96, 0.0, x + 1.44, 0.0])
+        msg.variance = array.array("d", [0.01, 0.01, 0.04, 0.04, 0.09, 0.09])
         pub.publish(msg)
         assert ros.spin_until(lambda k=k: len(received) > k, 5.0)
     last = received[-1]
     assert (last.header.stamp.sec, last.header.stamp.nanosec) == (52, 900_000_000)
     assert list(last.goal_labels)[:2] == ["east", "west"] and len(last.goal_labels) == 3  # + wandering
-    (state,) = last.beliefs
-    assert state.id == 4 and abs(sum(state.probabilities) - 1.0) < 1e-9
-    assert state.most_likely_goal == 0 and state.probabilities[0] > 0.8
+    assert list(last.ids) == [4] and len(last.probabilities) == 3
+    assert abs(sum(last.probabilities) - 1.0) < 1e-9
+    assert list(last.most_likely_goal) == [0] and last.probabilities[0] > 0.8
     # Bayes mode (the default) publishes the effective number of hypotheses, 1 / sum p^2.
-    assert state.effective_sample_size == pytest.approx(1.0 / sum(p * p for p in state.probabilities))
-    assert 1.0 <= state.effective_sample_size < 1.6
+    (ess,) = last.effective_sample_size
+    assert ess == pytest.approx(1.0 / sum(p * p for p in last.probabilities))
+    assert 1.0 <= ess < 1.6
+    (entropy,) = last.entropy
+    assert entropy == pytest.approx(-sum(p * math.log(p) for p in last.probabilities if p > 0))
     assert last.behaviour in ("proceed", "slow", "yield", "detour_left", "detour_right")
 
 

@@ -8,6 +8,7 @@ from rclpy.parameter import Parameter
 
 from intent_perf_ros.msg import HumanState, IntentPredictionArray, TrackedHumans
 from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS
+from intent_perf_ros.nodes.flat_fields import prediction_layout, read_fields
 from intent_perf_ros.nodes.gp_inference_node import GpInferenceNode
 
 
@@ -41,17 +42,19 @@ def test_every_tracked_human_is_predicted_with_the_observation_stamp(ros, tmp_pa
 
     assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in received[:40]] == stamps
     last = received[39]
-    assert sorted(p.id for p in last.predictions) == [3, 7, 11]
     assert last.horizon_steps == 12 and math.isclose(last.step_dt, 0.4)
-    for p in last.predictions:
-        mean = np.column_stack([p.mean_x, p.mean_y])
-        var = np.column_stack([p.var_x, p.var_y])
-        assert mean.shape == (12, 2) and np.isfinite(mean).all() and (var >= 0).all() and np.isfinite(var).all()
+    fields = read_fields(last, prediction_layout(12))
+    assert sorted(fields["ids"]) == [3, 7, 11]
+    for human, state, mean, var in zip(fields["ids"], fields["state"], fields["mean"], fields["variance"],
+                                       strict=True):
+        np.testing.assert_allclose(state, [3.9, float(human), 1.0, 0.0])  # the last observation
+        assert np.isfinite(mean).all() and (var >= 0).all() and np.isfinite(var).all()
         # A straight walk at 1 m/s: the prediction continues it (constant velocity before any fit).
-        np.testing.assert_allclose(mean[:, 0], p.x + 0.4 * np.arange(1, 13), atol=0.05)
+        np.testing.assert_allclose(mean[:, 0], 3.9 + 0.4 * np.arange(1, 13), atol=0.05)
+        np.testing.assert_allclose(mean[:, 1], float(human), atol=0.05)
         assert np.all(np.diff(var[:, 0]) >= 0)  # uncertainty grows with the horizon
     # The NaN human was dropped, the infinite velocity repaired: one prediction, counted.
-    assert [p.id for p in received[40].predictions] == [2]
+    assert list(received[40].ids) == [2]
     assert gp.stats.dropped == 1 and gp.stats.repaired == 1
 
 
@@ -78,7 +81,7 @@ def test_sustained_overload_degrades_to_constant_velocity_and_keeps_predicting(r
     assert levels[0] == 0 and max(levels) == 2, levels  # one level at a time, down to constant velocity
     assert all(b - a in (0, 1) for a, b in itertools.pairwise(levels))
     assert gp.stats.ladder.name == "constant_velocity"
-    assert all(np.isfinite(list(p.mean_x)).all() for m in received for p in m.predictions)
+    assert all(np.isfinite(m.mean).all() and len(m.mean) == 24 for m in received)
 
 
 def test_online_learning_takes_a_bounded_evenly_spaced_chunk_per_tick(ros, tmp_path):

@@ -8,7 +8,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from intent_perf_ros.msg import ControlStatus, IntentPrediction, IntentPredictionArray
+from intent_perf_ros.msg import ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import COMMAND_QOS, CONTROL_QOS, DERIVED_QOS, SENSOR_QOS
 from intent_perf_ros.nodes.mpc_node import MpcNode
 
@@ -16,12 +16,10 @@ from intent_perf_ros.nodes.mpc_node import MpcNode
 def predictions(stamp, human_xy, steps=12, dt=0.4) -> IntentPredictionArray:
     msg = IntentPredictionArray(step_dt=dt, horizon_steps=steps)
     msg.header.stamp, msg.header.frame_id = stamp, "map"
-    p = IntentPrediction(id=1, x=human_xy[0], y=human_xy[1])
-    p.mean_x = array.array("d", [human_xy[0]] * steps)
-    p.mean_y = array.array("d", [human_xy[1]] * steps)
-    p.var_x = array.array("d", [0.01] * steps)
-    p.var_y = array.array("d", [0.01] * steps)
-    msg.predictions = [p]
+    msg.ids = array.array("I", [1])
+    msg.state = array.array("d", [human_xy[0], human_xy[1], 0.0, 0.0])
+    msg.mean = array.array("d", [human_xy[0], human_xy[1]] * steps)
+    msg.variance = array.array("d", [0.01] * (2 * steps))
     return msg
 
 

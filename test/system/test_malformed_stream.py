@@ -6,6 +6,7 @@ holds in the real processes, and that the good traffic next to the bad keeps bei
 """
 from __future__ import annotations
 
+import array
 import math
 import time
 
@@ -22,12 +23,12 @@ from intent_perf_ros.core.scenario import ScenarioConfig
 from intent_perf_ros.msg import (
     BeliefArray,
     HumanState,
-    IntentPrediction,
     IntentPredictionArray,
     NodeStats,
     TrackedHumans,
 )
 from intent_perf_ros.nodes.common import COMMAND_QOS, CONTROL_QOS, DERIVED_QOS, SENSOR_QOS
+from intent_perf_ros.nodes.flat_fields import belief_layout, prediction_layout, read_fields
 from intent_perf_ros.runner import NodeProcesses, spin_until
 
 pytestmark = pytest.mark.system
@@ -121,16 +122,17 @@ class Malformer(Node):
         msg.header.frame_id = INJECTED_FRAME
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 1_000_000_000)
         msg.step_dt, msg.horizon_steps = 0.4, 12
-        finite = [0.0] * 12
-        if k % 3 == 0:  # NaN everywhere
-            msg.predictions = [IntentPrediction(id=950, x=math.nan, y=1.0, mean_x=[math.nan] * 12, mean_y=finite,
-                                                var_x=[math.inf] * 12, var_y=finite)]
-        elif k % 3 == 1:  # duplicate ids
-            msg.predictions = [IntentPrediction(id=951, x=6.0, y=6.0, mean_x=[6.0] * 12, mean_y=[6.0] * 12,
-                                                var_x=finite, var_y=finite) for _ in range(2)]
-        else:  # more than the belief node's capacity (64)
-            msg.predictions = [IntentPrediction(id=2000 + i, x=6.0 + i, y=6.0, mean_x=[6.0 + i] * 12,
-                                                mean_y=[6.0] * 12, var_x=finite, var_y=finite) for i in range(100)]
+        if k % 4 == 0:  # NaN everywhere
+            humans = [(950, [math.nan, 1.0, 0.0, 0.0], [math.nan, 0.0] * 12, [math.inf, 0.0] * 12)]
+        elif k % 4 == 1:  # duplicate ids
+            humans = [(951, [6.0, 6.0, 0.0, 0.0], [6.0, 6.0] * 12, [0.0] * 24)] * 2
+        elif k % 4 == 2:  # more than the belief node's capacity (64)
+            humans = [(2000 + i, [6.0 + i, 6.0, 0.0, 0.0], [6.0 + i, 6.0] * 12, [0.0] * 24) for i in range(100)]
+        else:  # arrays that disagree with the ids: one value short
+            humans = [(952, [6.0, 6.0, 0.0], [6.0, 6.0] * 12, [0.0] * 24)]
+        msg.ids = array.array("I", [h[0] for h in humans])
+        for name, column in (("state", 1), ("mean", 2), ("variance", 3)):
+            setattr(msg, name, array.array("d", [v for h in humans for v in h[column]]))
         return msg
 
     # ------------------------------------------------------------------------------------ what comes back
@@ -144,17 +146,27 @@ class Malformer(Node):
         if msg.header.frame_id == INJECTED_FRAME:
             return  # our own
         self.predictions += 1
-        for p in msg.predictions:
-            values = np.array([p.x, p.y, p.vx, p.vy, *p.mean_x, *p.mean_y, *p.var_x, *p.var_y])
-            if not np.isfinite(values).all() or min(*p.var_x, *p.var_y, 0.0) < 0.0:
-                self.bad_outputs.append(f"prediction of {p.id}: {values.tolist()}")
+        try:
+            fields = read_fields(msg, prediction_layout(msg.horizon_steps))
+        except ValueError as exc:
+            self.bad_outputs.append(f"predictions: {exc}")
+            return
+        for human, state, mean, var in zip(fields["ids"], fields["state"], fields["mean"], fields["variance"],
+                                           strict=True):
+            if not (np.isfinite(state).all() and np.isfinite(mean).all() and np.isfinite(var).all()
+                    and (var >= 0.0).all()):
+                self.bad_outputs.append(f"prediction of {human}: {state.tolist()}, {mean.tolist()}, {var.tolist()}")
 
     def on_belief(self, msg: BeliefArray) -> None:
         self.beliefs += 1
-        for b in msg.beliefs:
-            probs = np.asarray(b.probabilities)
-            if not (np.isfinite(probs).all() and abs(probs.sum() - 1.0) < 1e-6 and math.isfinite(b.entropy)):
-                self.bad_outputs.append(f"belief of {b.id}: {probs.tolist()}")
+        try:
+            fields = read_fields(msg, belief_layout(len(msg.goal_labels)))
+        except ValueError as exc:
+            self.bad_outputs.append(f"beliefs: {exc}")
+            return
+        for human, probs, entropy in zip(fields["ids"], fields["probabilities"], fields["entropy"], strict=True):
+            if not (np.isfinite(probs).all() and abs(probs.sum() - 1.0) < 1e-6 and math.isfinite(entropy)):
+                self.bad_outputs.append(f"belief of {human}: {probs.tolist()}")
 
 
 def counters(stats: dict[str, NodeStats], node: str) -> tuple[int, int, int]:
@@ -222,8 +234,10 @@ def test_malformed_stream_on_every_input_keeps_nodes_alive_and_outputs_finite(tm
 def _predictions_with_step_dt(step_dt: float, stamp) -> IntentPredictionArray:
     msg = IntentPredictionArray(step_dt=step_dt, horizon_steps=12)
     msg.header.stamp, msg.header.frame_id = stamp, "map"
-    msg.predictions = [IntentPrediction(id=1, x=3.0, y=2.0, mean_x=[3.0] * 12, mean_y=[2.0] * 12,
-                                        var_x=[0.01] * 12, var_y=[0.01] * 12)]
+    msg.ids = array.array("I", [1])
+    msg.state = array.array("d", [3.0, 2.0, 0.0, 0.0])
+    msg.mean = array.array("d", [3.0, 2.0] * 12)
+    msg.variance = array.array("d", [0.01] * 24)
     return msg
 
 

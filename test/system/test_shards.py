@@ -86,10 +86,10 @@ class Lockstep(Node):
 
     def on_predictions(self, msg: IntentPredictionArray) -> None:
         self.predictions.setdefault(self.ns(msg.header), []).append(
-            (msg.shard_index, msg.shard_count, [p.id for p in msg.predictions]))
+            (msg.shard_index, msg.shard_count, list(msg.ids)))
 
     def on_belief(self, msg: BeliefArray) -> None:
-        self.beliefs.setdefault(self.ns(msg.header), []).append([b.id for b in msg.beliefs])
+        self.beliefs.setdefault(self.ns(msg.header), []).append(list(msg.ids))
 
     def on_command(self, msg: TwistStamped) -> None:
         self.commands.setdefault(self.ns(msg.header), []).append((msg.twist.linear.x, msg.twist.angular.z))
