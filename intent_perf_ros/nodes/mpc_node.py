@@ -17,8 +17,8 @@ from rclpy.node import Node
 
 from intent_perf_ros.core.cache import QP_STRUCTURES
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
+from intent_perf_ros.core.mpc import hypotheses
 from intent_perf_ros.core.mpc.controller import ControlResult, Mode, MPCConfig, MPCController
-from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 from intent_perf_ros.core.sharding import ShardCycles
 from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import (
@@ -81,6 +81,7 @@ class MpcNode(Node):
         self.controllers = (MPCController(config), MPCController(replace(config, horizon=max(config.horizon // 2, 2))))
         for controller in self.controllers:
             controller.warmup()
+        hypotheses.warmup()
 
         self._state = np.zeros(5)  # x, y, theta, v, omega
         self._odom_time: float | None = None
@@ -240,10 +241,11 @@ class MpcNode(Node):
         if n == 0:
             return 0
         k1 = self._goals.shape[0] + 1
-        return expand_hypotheses(self._pred_mean[:n, :steps], self._pred_var[:n, :steps], self._xy[:n],
-                                 self._vxy[:n], self._goals, self._probs[:n, :k1] if use_belief else None,
-                                 1 if self.stats.ladder.level >= FEWER_HYPOTHESES else self.top_k, pred_dt,
-                                 self._hyp_mean[:, :steps], self._hyp_var[:, :steps])
+        return hypotheses.expand_hypotheses(
+            self._pred_mean[:n, :steps], self._pred_var[:n, :steps], self._xy[:n], self._vxy[:n], self._goals,
+            self._probs[:n, :k1] if use_belief else None,
+            1 if self.stats.ladder.level >= FEWER_HYPOTHESES else self.top_k, pred_dt,
+            self._hyp_mean[:, :steps], self._hyp_var[:, :steps])
 
     def controller(self) -> MPCController:
         """The full controller, or the short-horizon one while the degradation ladder says so."""

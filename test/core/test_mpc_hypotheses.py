@@ -60,3 +60,40 @@ def test_shapes_are_validated():
         expand_hypotheses(mean, var, xy, vxy, goals, np.ones((2, 3)), 2, DT, out, out.copy())
     with pytest.raises(ValueError, match="out_mean/out_var"):
         expand_hypotheses(mean, var, xy, vxy, goals, None, 2, DT, np.zeros((4, HP + 1, 2)), out)
+
+
+def _reference(mean, var, xy, vxy, goals, probs, top_k, out_m, out_v, min_prob=0.05, min_speed=0.5):
+    """The rule as plain numpy: a stable argsort of -p per human."""
+    written, times = 0, DT * np.arange(1, mean.shape[1] + 1)
+    for i in range(mean.shape[0]):
+        if written >= out_m.shape[0]:
+            break
+        out_m[written], out_v[written] = mean[i], var[i]
+        written += 1
+        speed = max(float(np.hypot(*vxy[i])), min_speed)
+        for extra, g in enumerate(np.argsort(-probs[i, :-1], kind="stable")):
+            if extra >= top_k - 1 or written >= out_m.shape[0] or probs[i, g] < min_prob:
+                break
+            to_goal = goals[g] - xy[i]
+            dist = float(np.hypot(*to_goal))
+            out_m[written] = xy[i] + (np.minimum(speed * times, dist) / dist)[:, None] * to_goal
+            out_v[written] = var[i]
+            written += 1
+    return written
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kernel_matches_the_argsort_reference_with_ties_and_a_full_output(seed):
+    rng = np.random.default_rng(seed)
+    m, k = 30, 6
+    mean, var = rng.normal(size=(m, HP, 2)), rng.uniform(size=(m, HP, 2))
+    xy, vxy, goals = rng.uniform(-8, 8, (m, 2)), rng.normal(size=(m, 2)), rng.uniform(-8, 8, (k, 2))
+    probs = rng.choice([0.0, 0.04, 0.1, 0.2, 0.3], size=(m, k + 1))  # many ties, some under min_prob
+    probs /= probs.sum(axis=1, keepdims=True)
+    for top_k, cap in ((3, 100), (4, 50)):  # the second fills the output before the last human
+        out_m, out_v = np.full((cap, HP, 2), np.nan), np.full((cap, HP, 2), np.nan)
+        ref_m, ref_v = out_m.copy(), out_v.copy()
+        n = expand_hypotheses(mean, var, xy, vxy, goals, probs, top_k, DT, out_m, out_v)
+        assert n == _reference(mean, var, xy, vxy, goals, probs, top_k, ref_m, ref_v)
+        np.testing.assert_allclose(out_m[:n], ref_m[:n], rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(out_v[:n], ref_v[:n])
