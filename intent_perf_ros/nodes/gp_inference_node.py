@@ -10,6 +10,7 @@ from rclpy.node import Node
 
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
+from intent_perf_ros.core.gp.store import StoreError, load_place_windows, save_place_windows
 from intent_perf_ros.core.shared_models import RedisModelStore, SharedModelError, load_shared_predictor, share_predictor
 from intent_perf_ros.core.tracks import TrackHistory
 from intent_perf_ros.core.validation import HumanSanitizer, StampCheck
@@ -50,6 +51,10 @@ class GpInferenceNode(Node):
         self.online_learning: bool = self.declare_parameter("online_learning", True).value
         learn_period_s: float = self.declare_parameter("learn_period_s", 0.25).value
         self.learn_max_windows: int = self.declare_parameter("learn_max_windows", 4).value
+        # Persisting what was learned online at a named site ("" = not persisted): a restarted node
+        # starts with this place's GP instead of learning it again.
+        place_site: str = self.declare_parameter("place_site", "").value
+        place_save_period_s: float = self.declare_parameter("place_save_period_s", 30.0).value
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
         budget_ms: float = self.declare_parameter("cycle_budget_ms", 8.0).value
         # Sharding: this process predicts only the humans whose id hashes to shard_index (core.sharding).
@@ -61,6 +66,10 @@ class GpInferenceNode(Node):
         # Model load or fit, numba compilation and buffer allocation all happen here, not in a callback.
         self.predictor = self._load_predictor(config, cache_dir, dataset_dir or None, shared_models_url)
         self.predictor.warmup()
+        self._cache_dir = cache_dir
+        self._place_site = f"{place_site}/shard{self.shard_index}of{self.shard_count}" \
+            if place_site and self.online_learning else ""
+        self._windows_saved = 0
         # Last resort of the degradation ladder: constant velocity with the prior variance, warmed up too.
         self.cv_predictor = TrajectoryPredictor(config)
         self.cv_predictor.warmup()
@@ -79,6 +88,8 @@ class GpInferenceNode(Node):
         self._var = np.zeros((self.max_humans, pred_steps, 2))
         self._pred_steps = pred_steps
         self._windows_learned = self._windows_skipped = 0
+        if self._place_site:
+            self._restore_place()
         self._message = IntentPredictionArray(step_dt=self.step_dt, horizon_steps=pred_steps,
                                               shard_index=self.shard_index, shard_count=self.shard_count)
         self._fields = FieldPool(prediction_layout(pred_steps), self.max_humans)
@@ -89,6 +100,8 @@ class GpInferenceNode(Node):
         self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.stats.guarded(self.on_humans), SENSOR_QOS)
         if self.online_learning:
             self.create_timer(learn_period_s, self.stats.guarded(self.learn))
+        if self._place_site and place_save_period_s > 0:
+            self.create_timer(place_save_period_s, self.stats.guarded(self.save_place))
         self.get_logger().info(f"ready: {self.predictor.stats()}")
 
     def _load_predictor(self, config: PredictorConfig, cache_dir: str, dataset_dir: str | None,
@@ -196,6 +209,35 @@ class GpInferenceNode(Node):
             windows = windows[keep]
         self.predictor.add_windows(windows)
         self._windows_learned += len(windows)
+
+    def _restore_place(self) -> None:
+        """Learn the windows stored for this site again; a missing, corrupt or stale entry starts cold."""
+        try:
+            windows = load_place_windows(self._cache_dir, self.predictor.config, self._place_site)
+        except KeyError:
+            self.get_logger().info(f"no learned windows stored for site '{self._place_site}': learning it anew")
+            return
+        except (StoreError, OSError) as exc:
+            self.get_logger().warning(f"ignoring the stored windows of site '{self._place_site}': {exc}")
+            return
+        self.predictor.add_windows(windows)
+        self._windows_learned = self._windows_saved = len(windows)
+        self.get_logger().info(f"site '{self._place_site}': place GP rebuilt from {len(windows)} stored windows")
+
+    def save_place(self) -> None:
+        """Store the learned windows when new ones were learned since the last save (timer and shutdown)."""
+        if not self._place_site or self._windows_learned == self._windows_saved:
+            return
+        try:
+            save_place_windows(self._cache_dir, self.predictor.config, self._place_site,
+                               self.predictor.learned_windows())
+            self._windows_saved = self._windows_learned
+        except OSError as exc:
+            self.get_logger().warning(f"could not store the learned windows of site '{self._place_site}': {exc}")
+
+    def destroy_node(self) -> None:
+        self.save_place()
+        super().destroy_node()
 
     def _extra_stats(self) -> dict[str, str]:
         extra = {f"gp.{k}": str(v) for k, v in self.predictor.stats().items()}

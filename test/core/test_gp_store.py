@@ -11,7 +11,7 @@ import pytest
 from gp_windows import predict_all, random_windows
 
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
-from intent_perf_ros.core.gp.store import StoreError, settings_key
+from intent_perf_ros.core.gp.store import StoreError, load_place_windows, save_place_windows, settings_key
 from intent_perf_ros.datasets import eth_ucy
 
 SMALL = dict(
@@ -123,3 +123,43 @@ def test_round_trip_keeps_the_variance_model(tmp_path: Path) -> None:
     hist = random_windows(5, 1)[:, :8].copy()
     for a, b in zip(predict_all(pred, hist), predict_all(loaded, hist), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_learned_windows_rebuild_the_place_model_and_survive_the_store(tmp_path: Path) -> None:
+    cfg = PredictorConfig(**{**SMALL, "online_capacity": 40})
+    offline = random_windows(300, 0)
+    pred = TrajectoryPredictor(cfg).fit(offline)
+    pred.warmup()
+    place = random_windows(70, 3)
+    for chunk in np.array_split(place, 9):  # more than the capacity, in uneven chunks
+        pred.add_windows(chunk)
+    np.testing.assert_array_equal(pred.learned_windows(), place[-40:])  # the newest, oldest first
+    save_place_windows(str(tmp_path), cfg, "lab", pred.learned_windows())
+    stored = load_place_windows(str(tmp_path), cfg, "lab")
+    np.testing.assert_array_equal(stored, place[-40:])
+
+    again = TrajectoryPredictor(cfg).fit(offline)
+    again.warmup()
+    again.add_windows(stored)
+    hist = random_windows(5, 4)[:, :8].copy()
+    mean_a, mean_b = predict_all(pred, hist)[0], predict_all(again, hist)[0]
+    np.testing.assert_allclose(mean_b, mean_a, rtol=0, atol=1e-8)  # the same place GP, fitted at once
+    with pytest.raises(KeyError):
+        load_place_windows(str(tmp_path), cfg, "warehouse")
+    with pytest.raises(KeyError):  # other settings, other features: not this entry
+        load_place_windows(str(tmp_path), PredictorConfig(**{**SMALL, "online_capacity": 41}), "lab")
+
+
+def test_corrupt_or_malformed_learned_windows_are_refused(tmp_path: Path) -> None:
+    cfg = PredictorConfig(**SMALL)
+    key = save_place_windows(str(tmp_path), cfg, "lab", random_windows(5, 0))
+    with diskcache.Cache(str(tmp_path)) as cache:
+        entry = cache[key]
+        blob = bytearray(entry["arrays"])
+        blob[len(blob) // 2] ^= 0xFF
+        cache[key] = {**entry, "arrays": bytes(blob)}
+    with pytest.raises(StoreError, match="corrupt"):
+        load_place_windows(str(tmp_path), cfg, "lab")
+    save_place_windows(str(tmp_path), cfg, "lab", random_windows(5, 0)[:, :10])  # 10 steps, not 20
+    with pytest.raises(StoreError, match="shape"):
+        load_place_windows(str(tmp_path), cfg, "lab")

@@ -115,3 +115,42 @@ def test_online_learning_takes_a_bounded_evenly_spaced_chunk_per_tick(ros, tmp_p
     assert len(completed[1]) == 5 and np.array_equal(learned[1], completed[1])
     assert gp._windows_learned == 10
     assert gp._windows_skipped == len(completed[0]) - 5
+
+
+def test_a_restarted_node_at_the_same_site_starts_with_the_learned_place_model(ros, tmp_path):
+    def node(site: str) -> GpInferenceNode:
+        return GpInferenceNode(parameter_overrides=[
+            Parameter("model_cache_dir", value=str(tmp_path / "models")),
+            Parameter("dataset_dir", value=str(tmp_path / "no_data")),
+            Parameter("max_stamp_age_s", value=1e10),
+            Parameter("learn_period_s", value=1e6),  # learn() is called by the test
+            Parameter("learn_max_windows", value=1000),
+            Parameter("place_site", value=site),
+        ])
+
+    first = node("lab")
+    for k in range(160):  # five humans walking arcs, 10 Hz: windows complete from step 76 on
+        a = 0.01 * k
+        msg = TrackedHumans(humans=[HumanState(id=i, x=0.1 * k, y=i + 3.0 * math.sin(a), vx=1.0,
+                                               vy=0.3 * math.cos(a)) for i in range(5)])
+        msg.header.frame_id = "map"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k // 10, (k % 10) * 100_000_000
+        first.on_humans(msg)
+    first.learn()
+    learned = first.predictor.learned_windows()
+    assert len(learned) > 20 and first.predictor.stats()["n_online"] == len(learned)
+    history = learned[:3, :8].copy()
+    mean_a, var_a = np.zeros((3, 12, 2)), np.zeros((3, 12, 2))
+    first.predictor.predict(history, mean_a, var_a)
+    first.destroy_node()  # stores the windows
+
+    second = ros.add(node("lab"))
+    np.testing.assert_array_equal(second.predictor.learned_windows(), learned)
+    mean_b, var_b = np.zeros((3, 12, 2)), np.zeros((3, 12, 2))
+    second.predictor.predict(history, mean_b, var_b)
+    np.testing.assert_allclose(mean_b, mean_a, rtol=0, atol=1e-9)
+    other = ros.add(node("warehouse"))  # another site starts cold
+    assert other.predictor.stats()["n_online"] == 0
+    cold = np.zeros((3, 12, 2))
+    other.predictor.predict(history, cold, np.zeros((3, 12, 2)))
+    assert np.abs(cold - mean_a).max() > 1e-3  # the place model did change the prediction

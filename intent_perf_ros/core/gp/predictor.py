@@ -174,6 +174,8 @@ class TrajectoryPredictor:
         self.refits_ = 0
         self.place_failures_ = 0
         self._reserved = 0
+        self._window_log: np.ndarray | None = None  # ring of the newest learned windows (persistence)
+        self._window_head = self._window_count = 0
 
     # -- learning --------------------------------------------------------------------------------
     def fit(
@@ -458,17 +460,42 @@ class TrajectoryPredictor:
                     self.place_model_.reserve(self._reserved)
             else:
                 self.place_model_.add(place, z)
+            self._log_windows(windows)
         except np.linalg.LinAlgError as exc:
             # Jitter escalation (linalg.cholesky_jittered) gave up: a half-updated factor must not
             # predict, so fall back to the last good model - the offline motion model, which online
             # learning never changes - and start learning this place again with the next windows.
             LOG.warning("online place model dropped after a failed factorisation (%s); learning it anew", exc)
             self.place_model_ = None
+            self._window_count = 0
             self.place_failures_ += 1
+
+    def _log_windows(self, windows: np.ndarray) -> None:
+        """Keep the newest ``online_capacity`` learned windows, the place GP's raw material."""
+        cap = self.config.online_capacity
+        if self._window_log is None:
+            self._window_log = np.empty((cap, *windows.shape[1:]))
+        for window in windows[-cap:]:
+            self._window_log[self._window_head] = window
+            self._window_head = (self._window_head + 1) % cap
+        self._window_count = min(self._window_count + len(windows), cap)
+
+    def learned_windows(self) -> np.ndarray:
+        """The windows the place model learned, oldest first (at most ``online_capacity``).
+
+        Learning them again with ``add_windows`` on a fresh predictor with the same offline model
+        rebuilds the same place GP (its FIFO holds the same points); the variance adaptation then
+        counts only these windows. This is what a node persists to start warm at a known site.
+        """
+        if self._window_log is None or self._window_count == 0:
+            return np.empty((0, self.config.obs_steps + self.config.pred_steps, 2))
+        order = (self._window_head - self._window_count + np.arange(self._window_count)) % len(self._window_log)
+        return self._window_log[order]
 
     def reset_online(self) -> None:
         """Forget what was learned online (e.g. the robot moved to another place)."""
         self.place_model_ = None
+        self._window_count = 0
         self._reset_variance_adaptation()
 
     def _reset_variance_adaptation(self) -> None:

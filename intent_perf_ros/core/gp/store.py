@@ -142,3 +142,49 @@ def load_predictor(directory: str, config, data_digest: str = ""):
     pred.d2_reference_ = arrays["d2_reference"]
     pred._reset_variance_adaptation()
     return pred
+
+
+def _place_key(config, site: str) -> str:
+    return "gp-place-" + hashlib.sha256((settings_key(config) + "\0" + site).encode()).hexdigest()
+
+
+def save_place_windows(directory: str, config, site: str, windows: np.ndarray) -> str:
+    """Store the windows a predictor learned at ``site`` (``learned_windows()``); returns the key.
+
+    Raw windows rather than the place GP's features and targets: those are residuals of the offline
+    model, so after a refit on new data the same windows still rebuild a consistent place model.
+    """
+    import diskcache
+
+    blob = _pack({"windows": np.asarray(windows, dtype=np.float64)})
+    meta_text = json.dumps({"format": FORMAT_VERSION, "site": site}, sort_keys=True)
+    key = _place_key(config, site)
+    with diskcache.Cache(owner_only_directory(directory)) as cache:
+        cache.set(key, {"meta": meta_text, "arrays": blob,
+                        "digest": hashlib.sha256(meta_text.encode() + blob).hexdigest()})
+    return key
+
+
+def load_place_windows(directory: str, config, site: str) -> np.ndarray:
+    """The windows stored for ``site`` and these settings: KeyError if none, StoreError if corrupt."""
+    import diskcache
+
+    key = _place_key(config, site)
+    with diskcache.Cache(owner_only_directory(directory)) as cache:
+        entry = cache.get(key)
+    if entry is None:
+        raise KeyError(f"no learned windows of site '{site}' for these settings in {directory}")
+    try:
+        meta_text, blob = entry["meta"], entry["arrays"]
+        if hashlib.sha256(meta_text.encode() + blob).hexdigest() != entry["digest"]:
+            raise StoreError(f"learned windows {key} fail their checksum (corrupt)")
+        with np.load(io.BytesIO(blob)) as npz:
+            windows = npz["windows"]
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"learned windows {key} are unreadable ({exc})") from exc
+    steps = config.obs_steps + config.pred_steps
+    if windows.ndim != 3 or windows.shape[1:] != (steps, 2) or not np.isfinite(windows).all():
+        raise StoreError(f"learned windows {key} have shape {windows.shape}, expected (K, {steps}, 2) finite")
+    return windows
