@@ -14,6 +14,9 @@ Protocol, per scene (ETH, HOTEL, UNIV, ZARA1, ZARA2; UNIV's two recordings toget
   ``marginal`` each goal's share of endpoints; times (1 - ``--wander-prior``), and
   ``--wander-prior`` on wandering. Filter settings are BeliefConfig's defaults, chosen on the extra
   training files (crowds_zara03, uni_examples), never on the five evaluated scenes.
+* ``--train`` evaluates the training files instead (``--scenes zara3 uni_examples``, same
+  protocol, their ``average`` over the two), and ``--set NAME=VALUE`` overrides a numeric
+  BeliefConfig setting: together, the way to compare settings without touching the five scenes.
 * ``--flow-cell C`` (off by default) also learns a GoalFlowField (cells of C metres) from the other
   tracks, each labelled with the goal nearest its end, and bends the motion model along it.
 * Particle mode draws its random numbers from seed ``--seed`` + the track's row, so a rerun with
@@ -30,6 +33,7 @@ with exactly ``acc25 acc50 acc75 logloss50 baseline_acc50 baseline_logloss50``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -47,6 +51,12 @@ from intent_perf_ros.core.belief.goals import (
 from intent_perf_ros.core.belief.tracker import BeliefConfig, BeliefTracker
 from intent_perf_ros.datasets import eth_ucy
 
+# The extra training files: filter settings are chosen on these, never on the five evaluated scenes.
+TRAIN_FILES: dict[str, tuple[str, ...]] = {
+    "zara3": ("crowds_zara03.txt",),
+    "uni_examples": ("uni_examples.txt",),
+}
+SCENE_FILES: dict[str, tuple[str, ...]] = {**eth_ucy.SCENE_FILES, **TRAIN_FILES}
 FRACTIONS = (0.25, 0.5, 0.75)
 KEYS = ("acc25", "acc50", "acc75", "logloss50", "baseline_acc50", "baseline_logloss50")
 KAPPAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -87,7 +97,7 @@ def run_filter(
 def evaluate_scene(scene: str, args: argparse.Namespace, data_dir: Path) -> tuple[dict, dict]:
     """(the six metrics, extra information) of one scene; see the module docstring for the protocol."""
     all_tracks = [
-        tr for name in eth_ucy.SCENE_FILES[scene] for tr in eth_ucy.tracks(eth_ucy.load_file(data_dir / name))
+        tr for name in SCENE_FILES[scene] for tr in eth_ucy.tracks(eth_ucy.load_file(data_dir / name))
     ]
     ends, owner = [], []
     for i, tr in enumerate(all_tracks):
@@ -150,6 +160,7 @@ def evaluate_scene(scene: str, args: argparse.Namespace, data_dir: Path) -> tupl
                 seed=args.seed + row,
                 prior=prior,
                 flow=flow,
+                **getattr(args, "overrides", {}),
             )
         )
         stops = observed_counts(len(tr.frames))
@@ -187,6 +198,26 @@ def evaluate_scene(scene: str, args: argparse.Namespace, data_dir: Path) -> tupl
     return {k: float(v) for k, v in result.items()}, info
 
 
+# BeliefConfig fields that are not numeric model settings (set by the protocol, not by --set).
+NOT_SETTABLE = ("goals", "labels", "mode", "particles", "capacity", "seed", "prior", "flow")
+
+
+def parse_overrides(items: list[str]) -> dict[str, float]:
+    """``["name=value", ...]`` -> {name: float}; names must be numeric BeliefConfig fields."""
+    fields = {f.name for f in dataclasses.fields(BeliefConfig)} - set(NOT_SETTABLE)
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"--set wants NAME=VALUE with NAME one of {sorted(fields)}, got {item!r}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--set {name}: {value!r} is not a number") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="intent-perf eval-intent", description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="write the per-scene results here")
@@ -199,7 +230,26 @@ def main(argv: list[str] | None = None) -> int:
         help="first random seed (track i of a scene uses seed + i); rerun with others to see the "
         "particle filter's Monte Carlo spread",
     )
-    parser.add_argument("--scenes", nargs="+", choices=eth_ucy.SCENES, default=list(eth_ucy.SCENES))
+    parser.add_argument(
+        "--scenes",
+        nargs="+",
+        choices=list(SCENE_FILES),
+        default=list(eth_ucy.SCENES),
+        help="scenes to evaluate (default: the five); zara3 and uni_examples are the training files",
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="evaluate the training files (zara3, uni_examples) instead of the five scenes: the only "
+        "place to choose filter settings",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a numeric BeliefConfig setting, e.g. --set bayes_relax_time_s=1.0 (repeatable)",
+    )
     parser.add_argument(
         "--max-tracks",
         type=int,
@@ -235,7 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not 0 < args.wander_prior < 1:
         parser.error("--wander-prior must be in (0, 1)")
-    BeliefTracker(BeliefConfig(goals=np.zeros((1, 2)), mode=args.mode, particles=args.particles)).warmup()
+    if args.train:
+        args.scenes = list(TRAIN_FILES)
+    try:
+        args.overrides = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))
+    BeliefTracker(
+        BeliefConfig(goals=np.zeros((1, 2)), mode=args.mode, particles=args.particles, **args.overrides)
+    ).warmup()
     report = {}
     print(f"{'scene':7s} {'tracks':>6s} {'goals':>5s} " + " ".join(f"{k:>18s}" for k in KEYS) + "  seconds")
     for scene in args.scenes:

@@ -36,6 +36,8 @@ class BeliefNode(Node):
         particles: int = self.declare_parameter("particles", 500).value
         self.capacity: int = self.declare_parameter("capacity", 64).value
         track_timeout_s: float = self.declare_parameter("track_timeout_s", 2.0).value
+        relax_time_s: float = self.declare_parameter("relax_time_s", 1.5).value
+        bayes_relax_time_s: float = self.declare_parameter("bayes_relax_time_s", 0.7).value
         method: str = self.declare_parameter("decision_method", "thompson").value
         decision_period_s: float = self.declare_parameter("decision_period_s", 2.0).value
         seed: int = self.declare_parameter("seed", 0).value
@@ -47,7 +49,8 @@ class BeliefNode(Node):
 
         config = BeliefConfig(
             goals=np.column_stack([goals_x, goals_y]).astype(np.float64), labels=tuple(labels), mode=mode,
-            particles=particles, capacity=self.capacity, track_timeout_s=track_timeout_s, seed=seed)
+            particles=particles, capacity=self.capacity, track_timeout_s=track_timeout_s, seed=seed,
+            relax_time_s=relax_time_s, bayes_relax_time_s=bayes_relax_time_s)
         # Degradation (particle mode): a quarter of the particles, then the discrete Bayes filter. All
         # trackers are built and warmed up now; switching starts the new one's beliefs from the prior.
         self.trackers = [BeliefTracker(config)]

@@ -55,3 +55,29 @@ def test_eval_intent_seed_sets_the_particle_streams(tmp_path):
     assert runs["a"] == runs["b"]  # a seed reproduces its figures exactly
     assert runs["a"]["logloss50"] != runs["c"]["logloss50"]  # another seed is another Monte Carlo draw
     assert runs["a"]["baseline_logloss50"] == runs["c"]["baseline_logloss50"]  # the baseline has no randomness
+
+
+def test_parse_overrides():
+    assert eval_intent.parse_overrides(["bayes_relax_time_s=0.9", "goal_noise = 0.5"]) == {
+        "bayes_relax_time_s": 0.9, "goal_noise": 0.5}
+    for bad in (["seed=3"], ["nonsense=1"], ["goal_noise"], ["goal_noise=abc"]):
+        with pytest.raises(ValueError):
+            eval_intent.parse_overrides(bad)
+
+
+@pytest.mark.skipif(not eth_ucy.default_data_dir().is_dir(), reason="ETH/UCY data not present")
+def test_eval_intent_train_files_and_overrides(tmp_path):
+    from intent_perf_ros.core.belief.tracker import BeliefConfig
+
+    runs = {}
+    default = BeliefConfig(goals=np.zeros((1, 2))).bayes_relax_time_s
+    for name, extra in (("default", []), ("same", ["--set", f"bayes_relax_time_s={default}"]),
+                        ("slow", ["--set", "bayes_relax_time_s=3.0"])):
+        out = tmp_path / f"{name}.json"
+        assert eval_intent.main(["--train", "--mode", "bayes", "--max-tracks", "30", "--json", str(out), *extra]) == 0
+        runs[name] = json.loads(out.read_text())
+    # --train evaluates the two training files only, never the five scenes.
+    assert set(runs["default"]) == {"zara3", "uni_examples", "average"}
+    assert runs["default"] == runs["same"]  # --set with the default value changes nothing
+    assert runs["slow"]["average"]["logloss50"] != runs["default"]["average"]["logloss50"]
+    assert runs["slow"]["average"]["baseline_acc50"] == runs["default"]["average"]["baseline_acc50"]

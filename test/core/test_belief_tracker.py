@@ -179,6 +179,19 @@ def test_invalid_inputs_raise(mode):
         BeliefTracker(BeliefConfig(goals=np.zeros(3)))
     with pytest.raises(ValueError, match="mode"):
         BeliefTracker(BeliefConfig(goals=GOALS, mode="kalman"))
+    for name in ("relax_time_s", "bayes_relax_time_s"):
+        with pytest.raises(ValueError, match=name):
+            BeliefTracker(BeliefConfig(goals=GOALS, mode=mode, **{name: 0.0}))
+
+
+def test_each_mode_has_its_own_relax_time():
+    from intent_perf_ros.core.belief.model import P_RELAX
+
+    cfg = BeliefConfig(goals=GOALS, relax_time_s=1.7, bayes_relax_time_s=0.6)
+    assert cfg.kernel_params()[P_RELAX] == 1.7
+    assert BeliefConfig(**{**cfg.__dict__, "mode": "bayes"}).kernel_params()[P_RELAX] == 0.6
+    # The defaults differ: each was chosen on the training files for its own mode (docs/belief.md).
+    assert BeliefConfig(goals=GOALS).bayes_relax_time_s < BeliefConfig(goals=GOALS).relax_time_s
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -277,7 +290,7 @@ def bayes_reference(prior, goals, rate, relax, vel_sigma, goal_noise, wander_noi
 
 def test_bayes_filter_matches_a_numpy_reference():
     prior = np.array([0.5, 0.1, 0.3, 0.1])
-    kw = dict(switch_rate_hz=0.7, relax_time_s=1.1, vel_sigma=0.35, goal_noise=0.4, wander_noise=0.9)
+    kw = dict(switch_rate_hz=0.7, bayes_relax_time_s=1.1, vel_sigma=0.35, goal_noise=0.4, wander_noise=0.9)
     tracker = make("bayes", prior=prior, **kw)
     rng = np.random.default_rng(4)
     ts = np.cumsum(rng.uniform(0.2, 0.6, 12))
@@ -285,20 +298,94 @@ def test_bayes_filter_matches_a_numpy_reference():
     vxy = rng.normal(0.5, 0.6, (12, 2))
     for t, p, v in zip(ts, xy, vxy, strict=True):
         out = tracker.update(t, np.array([3]), p[None], v[None])
-    expected = bayes_reference(prior, GOALS, kw["switch_rate_hz"], kw["relax_time_s"], kw["vel_sigma"],
+    expected = bayes_reference(prior, GOALS, kw["switch_rate_hz"], kw["bayes_relax_time_s"], kw["vel_sigma"],
                                kw["goal_noise"], kw["wander_noise"], ts, vxy, xy)
     np.testing.assert_allclose(out.probabilities[0], expected, rtol=1e-9)
 
 
 def test_particles_change_their_mind_to_goals_drawn_from_the_prior():
-    from intent_perf_ros.core.belief.particles import predict_slot
+    from intent_perf_ros.core.belief.particles import jump_goals
     from intent_perf_ros.core.belief.rng import new_state
 
     n = 40000
     prior = np.array([0.55, 0.05, 0.3, 0.1])
     params = BeliefConfig(goals=GOALS, switch_rate_hz=1e9).kernel_params()  # e = 1: every particle jumps
-    px, py, pvx, pvy = np.zeros((4, 1, n))
     g = np.zeros((1, n), dtype=np.int64)
-    predict_slot(0, 0.4, GOALS, np.zeros((3, 1, 1, 2)), prior, params, px, py, pvx, pvy, g, new_state(7))
+    jump_goals(0, 0.4, prior, params, g, new_state(7))
     share = np.bincount(g[0], minlength=4) / n
     assert np.all(np.abs(share - prior) < 5 * np.sqrt(prior * (1 - prior) / n))  # 5 binomial standard errors
+    # A finite rate: a particle jumps with probability e = 1 - exp(-rate dt), to a goal drawn from the prior.
+    params = BeliefConfig(goals=GOALS, switch_rate_hz=1.0).kernel_params()
+    e = 1.0 - np.exp(-0.4)
+    g[:] = 1
+    jump_goals(0, 0.4, prior, params, g, new_state(8))
+    expect = e * prior + (1 - e) * np.eye(4)[1]
+    share = np.bincount(g[0], minlength=4) / n
+    assert np.all(np.abs(share - expect) < 5 * np.sqrt(expect * (1 - expect) / n))
+
+
+def test_particle_proposal_is_the_exact_gaussian_posterior_and_weights_the_predictive_likelihood():
+    """propagate_slot against the joint Gaussian of (v', y_v, y_p) per axis, written out in numpy."""
+    from intent_perf_ros.core.belief.particles import propagate_slot
+    from intent_perf_ros.core.belief.rng import new_state
+
+    n = 40000
+    cfg = BeliefConfig(goals=GOALS, switch_rate_hz=0.0, relax_time_s=1.3, goal_noise=0.4, wander_noise=0.9,
+                       pos_sigma_m=0.25, vel_sigma=0.3, vel_rel=0.1)
+    params = cfg.kernel_params()
+    dt = 0.4
+    p0 = np.array([1.0, -2.0])
+    v0 = np.array([1.1, 0.3])
+    y_p = np.array([1.5, -1.8])
+    y_v = np.array([1.0, 0.6])
+    px, py, pvx, pvy = (np.full((1, n), c) for c in (*p0, *v0))
+    w = np.full((1, n), 1.0 / n)
+    g = np.zeros((1, n), dtype=np.int64)
+    g[0, n // 2:] = 3  # half on goal 0, half wandering
+    ll = np.zeros(n)
+    ok = propagate_slot(0, dt, *y_p, *y_v, GOALS, np.zeros((3, 1, 1, 2)), np.full(4, 0.25), params, np.zeros(4),
+                        px, py, pvx, pvy, w, g, ll, new_state(3))
+    assert ok
+
+    a = dt / cfg.relax_time_s
+    u = (GOALS[0] - p0) / np.linalg.norm(GOALS[0] - p0)
+    rv = cfg.vel_sigma**2 + cfg.vel_rel**2 * (y_v @ y_v)
+    rp = cfg.pos_sigma_m**2
+
+    def reference(m, q2):
+        """(log p(y | m), posterior means (2,), posterior variance) per axis from the 3 x 3 joint Gaussian."""
+        logp, means = 0.0, []
+        for j in range(2):
+            cov = np.array([[q2, q2, q2 * dt], [q2, q2 + rv, q2 * dt], [q2 * dt, q2 * dt, q2 * dt * dt + rp]])
+            mu = np.array([m[j], m[j], p0[j] + dt * m[j]])
+            obs = np.array([y_v[j], y_p[j]])
+            syy = cov[1:, 1:]
+            r = obs - mu[1:]
+            logp += -0.5 * r @ np.linalg.solve(syy, r) - 0.5 * np.log(np.linalg.det(2 * np.pi * syy))
+            gain = np.linalg.solve(syy, cov[1:, 0])
+            means.append(mu[0] + gain @ r)
+            var = cov[0, 0] - cov[0, 1:] @ gain
+        return logp, np.array(means), var
+
+    lp_goal, mean_goal, var_goal = reference(v0 + a * (np.linalg.norm(v0) * u - v0), cfg.goal_noise**2 * dt)
+    lp_wand, mean_wand, var_wand = reference(v0, cfg.wander_noise**2 * dt)
+    # The weight of a particle is its predictive likelihood: the same for every draw of a group.
+    half = n // 2
+    np.testing.assert_allclose(w[0, :half], w[0, 0], rtol=1e-12)
+    np.testing.assert_allclose(w[0, half:], w[0, half], rtol=1e-12)
+    assert w.sum() == pytest.approx(1.0)
+    assert np.log(w[0, 0] / w[0, half]) == pytest.approx(lp_goal - lp_wand, abs=1e-9)
+    # The moves are drawn from the posterior of v' given both observations; positions follow exactly.
+    for sl, mean, var in ((slice(0, half), mean_goal, var_goal), (slice(half, n), mean_wand, var_wand)):
+        v = np.column_stack([pvx[0, sl], pvy[0, sl]])
+        se = np.sqrt(var / half)
+        assert np.all(np.abs(v.mean(axis=0) - mean) < 5 * se)
+        assert np.all(np.abs(v.var(axis=0) / var - 1) < 5 * np.sqrt(2 / half))
+        np.testing.assert_allclose(px[0, sl], p0[0] + dt * v[:, 0], atol=1e-12)
+        np.testing.assert_allclose(py[0, sl], p0[1] + dt * v[:, 1], atol=1e-12)
+    # dt = 0 (a repeated time stamp): no move, weights times N(y_v; v, R_v) N(y_p; p, R_p) only.
+    before = (px.copy(), pvx.copy())
+    propagate_slot(0, 0.0, *y_p, *y_v, GOALS, np.zeros((3, 1, 1, 2)), np.full(4, 0.25), params, np.zeros(4),
+                   px, py, pvx, pvy, w, g, ll, new_state(4))
+    np.testing.assert_array_equal(px, before[0])
+    np.testing.assert_array_equal(pvx, before[1])

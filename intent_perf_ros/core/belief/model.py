@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 # Parameter indices (see BeliefConfig for meaning and units).
-P_RELAX = 0  # relaxation time towards the goal-directed velocity, s
+P_RELAX = 0  # relaxation time towards the goal-directed velocity, s (relax_time_s or bayes_relax_time_s)
 P_GOAL_NOISE = 1  # velocity diffusion under a goal, m/s per sqrt(s)
 P_WANDER_NOISE = 2  # velocity diffusion while wandering, m/s per sqrt(s)
 P_POS_SIGMA = 3  # observation noise of positions, m

@@ -16,6 +16,13 @@ Motion (per step of dt seconds), with a = min(1, dt / relax):
 Goal switching is a jump-Markov chain: each particle redraws its goal from the track's prior with
 probability e = 1 - exp(-rate dt), so in expectation m_k <- (1 - e) m_k + e prior_k.
 Observation: position and velocity with independent isotropic Gaussian noise.
+
+Proposal: given a particle's previous state and goal, the new velocity is Gaussian and both
+observations are linear in it, so each move is drawn from its posterior given the observation (the
+locally optimal proposal) and the particle is weighted by the predictive likelihood p(y | previous
+state, goal), which does not depend on the draw (``propagate_slot``). Same model and target as
+drawing from the motion model and weighting by p(y | new state) (the bootstrap filter), with about
+half the Monte Carlo spread of the accuracy on the training files.
 """
 from __future__ import annotations
 
@@ -108,65 +115,92 @@ def draw_index(p: np.ndarray, u: float) -> int:
 
 
 @njit(cache=True)
-def predict_slot(s: int, dt: float, goals: np.ndarray, flow: np.ndarray, prior: np.ndarray, params: np.ndarray,
-                 px: np.ndarray, py: np.ndarray, pvx: np.ndarray, pvy: np.ndarray, g: np.ndarray, rng: np.ndarray
-                 ) -> None:
-    """Change of mind, then the goal-conditioned motion of every particle of slot s over dt seconds."""
-    n = px.shape[1]
-    k_goals = goals.shape[0]
-    # Change of mind (jump-Markov step): each particle redraws its goal from the prior with probability e.
-    # A particle that jumps keeps its state and weight, so the group it joins inherits a sample of
-    # where the human actually is; that is what lets an unlikely goal's cloud follow the human.
+def jump_goals(s: int, dt: float, prior: np.ndarray, params: np.ndarray, g: np.ndarray, rng: np.ndarray) -> None:
+    """Change of mind (jump-Markov step): each particle of slot s redraws its goal from the prior with
+    probability e = 1 - exp(-rate dt), keeping its state and weight."""
     e = 1.0 - math.exp(-params[P_SWITCH_RATE] * dt)
     # The gaps between jumping particles are geometric: draw the next one instead of a uniform per
     # particle (one log per jump instead of one random number per particle).
     log_stay = math.log1p(-e) if e < 1.0 else -np.inf
-    next_jump = _next_jump(-1, log_stay, rng)
-    a = min(1.0, dt / params[P_RELAX])
-    qg = params[P_GOAL_NOISE] * math.sqrt(dt)
-    qw = params[P_WANDER_NOISE] * math.sqrt(dt)
-    arrive = params[P_ARRIVE]
-    for i in range(n):
-        if i == next_jump:
-            g[s, i] = draw_index(prior, uniform(rng))
-            next_jump = _next_jump(i, log_stay, rng)
-        k = g[s, i]
-        vx = pvx[s, i]
-        vy = pvy[s, i]
-        n1, n2 = normal_pair(rng)
-        if k < k_goals:
-            ux, uy, d = goal_direction(k, px[s, i], py[s, i], goals, flow, params)
-            if d > arrive:
-                sp = math.sqrt(vx * vx + vy * vy)
-                vx += a * (sp * ux - vx) + qg * n1
-                vy += a * (sp * uy - vy) + qg * n2
-            else:
-                vx += -a * vx + qg * n1
-                vy += -a * vy + qg * n2
-        else:
-            vx += qw * n1
-            vy += qw * n2
-        pvx[s, i] = vx
-        pvy[s, i] = vy
-        px[s, i] += vx * dt
-        py[s, i] += vy * dt
+    i = _next_jump(-1, log_stay, rng)
+    n = g.shape[1]
+    while 0 <= i < n:
+        g[s, i] = draw_index(prior, uniform(rng))
+        i = _next_jump(i, log_stay, rng)
 
 
 @njit(cache=True)
-def weight_slot(s: int, x: float, y: float, vx: float, vy: float, params: np.ndarray, ll_goal: np.ndarray,
-                px: np.ndarray, py: np.ndarray, pvx: np.ndarray, pvy: np.ndarray, w: np.ndarray,
-                g: np.ndarray, ll: np.ndarray) -> bool:
-    """Multiply by the observation likelihood (log domain, max-shifted); False if every weight vanished."""
+def propagate_slot(s: int, dt: float, x: float, y: float, vx: float, vy: float, goals: np.ndarray,
+                   flow: np.ndarray, prior: np.ndarray, params: np.ndarray, ll_goal: np.ndarray,
+                   px: np.ndarray, py: np.ndarray, pvx: np.ndarray, pvy: np.ndarray, w: np.ndarray,
+                   g: np.ndarray, ll: np.ndarray, rng: np.ndarray) -> bool:
+    """Change of mind, then each particle's move drawn from the locally optimal proposal, and reweighting.
+
+    Given a particle's previous state and goal, the new velocity is Gaussian, v' ~ N(m, q^2 dt I) with
+    m the motion model's drift, and both observations are linear in it: y_v = v' + noise (vel_sigma),
+    y_p = p + v' dt + noise (pos_sigma). So the move can be drawn from p(v' | m, y) and the particle
+    weighted by the predictive likelihood p(y | m) = N(y_v; m, S1) N(y_p; p + dt m1, S2) per axis
+    (two scalar Kalman steps), which does not depend on the random draw (Doucet, Godsill and Andrieu
+    2000). Same model and target as drawing from the motion model and weighting by p(y | v', p'), with
+    much less Monte Carlo noise in the group masses. ``ll_goal`` adds per-hypothesis evidence.
+    Returns False if every weight vanished.
+    """
     n = px.shape[1]
-    ip = 0.5 / params[P_POS_SIGMA] ** 2
-    iv = 0.5 / (params[P_VEL_SIGMA] ** 2 + params[P_VEL_REL] ** 2 * (vx * vx + vy * vy))
+    k_goals = goals.shape[0]
+    if dt > 0.0:
+        jump_goals(s, dt, prior, params, g, rng)
+    a = min(1.0, dt / params[P_RELAX])
+    arrive = params[P_ARRIVE]
+    rv = params[P_VEL_SIGMA] ** 2 + params[P_VEL_REL] ** 2 * (vx * vx + vy * vy)
+    rp = params[P_POS_SIGMA] ** 2
+    # Per axis and hypothesis type (0 goal, 1 wandering): S1, gain K1, S2, gain K2, sd of the draw, log-norm.
+    s1g = params[P_GOAL_NOISE] ** 2 * dt + rv
+    s1w = params[P_WANDER_NOISE] ** 2 * dt + rv
+    p1g = (s1g - rv) * rv / s1g
+    p1w = (s1w - rv) * rv / s1w
+    s2g = dt * dt * p1g + rp
+    s2w = dt * dt * p1w + rp
+    k1g = (s1g - rv) / s1g
+    k1w = (s1w - rv) / s1w
+    k2g = p1g * dt / s2g
+    k2w = p1w * dt / s2w
+    sdg = math.sqrt(p1g * rp / s2g)
+    sdw = math.sqrt(p1w * rp / s2w)
+    cg = -math.log(s1g) - math.log(s2g)  # two axes: 2 x (-0.5 log S1 - 0.5 log S2)
+    cw = -math.log(s1w) - math.log(s2w)
     top = -np.inf
     for i in range(n):
-        ex = px[s, i] - x
-        ey = py[s, i] - y
-        fx = pvx[s, i] - vx
-        fy = pvy[s, i] - vy
-        v = ll_goal[g[s, i]] - ip * (ex * ex + ey * ey) - iv * (fx * fx + fy * fy)
+        k = g[s, i]
+        mx = pvx[s, i]
+        my = pvy[s, i]
+        if k < k_goals:
+            ux, uy, d = goal_direction(k, px[s, i], py[s, i], goals, flow, params)
+            if d > arrive:
+                sp = math.sqrt(mx * mx + my * my)
+                mx += a * (sp * ux - mx)
+                my += a * (sp * uy - my)
+            else:
+                mx -= a * mx
+                my -= a * my
+            s1, k1, s2, k2, sd, c = s1g, k1g, s2g, k2g, sdg, cg
+        else:
+            s1, k1, s2, k2, sd, c = s1w, k1w, s2w, k2w, sdw, cw
+        r1x = vx - mx
+        r1y = vy - my
+        mx += k1 * r1x
+        my += k1 * r1y
+        r2x = x - (px[s, i] + dt * mx)
+        r2y = y - (py[s, i] + dt * my)
+        mx += k2 * r2x
+        my += k2 * r2y
+        n1, n2 = normal_pair(rng)
+        mx += sd * n1
+        my += sd * n2
+        pvx[s, i] = mx
+        pvy[s, i] = my
+        px[s, i] += mx * dt
+        py[s, i] += my * dt
+        v = ll_goal[k] + c - 0.5 * ((r1x * r1x + r1y * r1y) / s1 + (r2x * r2x + r2y * r2y) / s2)
         ll[i] = v
         if v > top and w[s, i] > 0.0:
             top = v
@@ -301,12 +335,11 @@ def particle_update(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, 
             dt = t - last_t[s]
             if dt < 0.0:
                 return ERR_TIME
-            if dt > 0.0:
-                predict_slot(s, dt, goals, flow, prior, params, px, py, pvx, pvy, g, rng)
             ll_goal[:] = 0.0
             if use_gp and params[P_GP_WEIGHT] > 0.0:
                 gp_loglik(i, x, y, gp, goals, params, ll_goal)
-            if not weight_slot(s, x, y, vx, vy, params, ll_goal, px, py, pvx, pvy, w, g, ll):
+            if not propagate_slot(s, dt, x, y, vx, vy, goals, flow, prior, params, ll_goal, px, py, pvx, pvy,
+                                  w, g, ll, rng):
                 counters[C_RESETS] += 1
                 init_slot(s, x, y, vx, vy, prior, floor, params, px, py, pvx, pvy, w, g, counts, rng)
         last_t[s] = t

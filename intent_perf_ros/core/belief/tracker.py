@@ -35,6 +35,9 @@ class BeliefConfig:
     mode: "particle" (mixture particle filter) or "bayes" (discrete Bayes filter, cheap).
     min_particle_share: floor on each hypothesis's share of particles after resampling (None:
     min(0.02, 0.5 / H)). flow: a fitted GoalFlowField for these goals, or None (straight lines).
+    relax_time_s is the particle filter's relaxation time towards the goal direction and
+    bayes_relax_time_s the Bayes filter's (each chosen on the training files for its mode; the
+    Bayes filter scores one observed velocity step against the next, so a shorter time suits it).
     The motion and observation parameters are documented in ``model.py``.
     """
 
@@ -47,6 +50,7 @@ class BeliefConfig:
     seed: int = 0
     prior: np.ndarray | None = None
     relax_time_s: float = 1.5
+    bayes_relax_time_s: float = 0.7
     goal_noise: float = 0.3
     wander_noise: float = 0.8
     pos_sigma_m: float = 0.2
@@ -62,7 +66,7 @@ class BeliefConfig:
 
     def kernel_params(self) -> np.ndarray:
         p = np.empty(model.N_PARAMS)
-        p[model.P_RELAX] = self.relax_time_s
+        p[model.P_RELAX] = self.bayes_relax_time_s if self.mode == "bayes" else self.relax_time_s
         p[model.P_GOAL_NOISE] = self.goal_noise
         p[model.P_WANDER_NOISE] = self.wander_noise
         p[model.P_POS_SIGMA] = self.pos_sigma_m
@@ -120,8 +124,8 @@ class BeliefTracker:
             raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
         if cfg.capacity < 1:
             raise ValueError(f"capacity must be >= 1 slots, got {cfg.capacity}")
-        positive = ("track_timeout_s", "relax_time_s", "goal_noise", "wander_noise", "pos_sigma_m",
-                    "vel_sigma", "gp_sigma_m")
+        positive = ("track_timeout_s", "relax_time_s", "bayes_relax_time_s", "goal_noise", "wander_noise",
+                    "pos_sigma_m", "vel_sigma", "gp_sigma_m")
         for name in positive:
             if not getattr(cfg, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
