@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from intent_perf_ros.core.mpc import hypotheses
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 
 HP = 10
@@ -97,3 +98,13 @@ def test_kernel_matches_the_argsort_reference_with_ties_and_a_full_output(seed):
         assert n == _reference(mean, var, xy, vxy, goals, probs, top_k, ref_m, ref_v)
         np.testing.assert_allclose(out_m[:n], ref_m[:n], rtol=0, atol=1e-12)
         np.testing.assert_array_equal(out_v[:n], ref_v[:n])
+
+
+def test_strided_views_use_the_one_compiled_signature():
+    """mpc_node passes views such as ``buffer[:n, :steps]``: no layout may compile in a callback."""
+    big, probs, out = np.zeros((10, 64, 2)), np.full((10, 64), 0.25), np.zeros((40, 64, 2))
+    n = expand_hypotheses(big[:5, :HP], big[:5, :HP] + 1.0, np.zeros((5, 2)), np.ones((5, 2)),
+                          np.array([[5.0, 0.0], [0.0, 5.0], [5.0, 5.0]]), probs[:5, :4], 2, DT, out[:, :HP],
+                          np.zeros((40, 64, 2))[:, :HP])
+    assert n == 10
+    assert len(hypotheses._expand.overloads) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 
 def expand_hypotheses(
@@ -59,7 +59,7 @@ def expand_hypotheses(
 
 
 def warmup() -> None:
-    """Compile the kernel (at node start-up, never in a callback)."""
+    """Load the compiled kernel and touch it once (at node start-up, never in a callback)."""
     out = np.zeros((3, 2, 2))
     expand_hypotheses(np.zeros((1, 2, 2)), np.ones((1, 2, 2)), np.zeros((1, 2)), np.ones((1, 2)),
                       np.array([[5.0, 0.0]]), np.array([[0.9, 0.1]]), 2, 0.4, out, out.copy())
@@ -68,7 +68,13 @@ def warmup() -> None:
 _NO_PROBS = np.zeros((0, 1))
 
 
-@njit(cache=True)
+# One signature with every array of any layout: the node passes strided views of its buffers, the
+# benchmarks contiguous arrays, and each new layout would otherwise compile in the first callback.
+_A2, _A3 = types.float64[:, :], types.float64[:, :, :]
+
+
+@njit(types.int64(_A3, _A3, _A2, _A2, _A2, _A2, types.boolean, types.int64, types.float64, _A3, _A3,
+                  types.float64, types.float64), cache=True)
 def _expand(pred_mean, pred_var, current_xy, current_vxy, goals, goal_probs, use_probs, top_k, pred_dt,
             out_mean, out_var, min_prob, min_speed):  # pragma: no cover - compiled
     hp = pred_mean.shape[1]
