@@ -1,4 +1,4 @@
-"""Belief update benchmark (``intent-perf belief-bench``): numba kernels vs plain numpy, side by side.
+"""Belief update benchmark (``intent-perf bench-belief``): numba kernels vs plain numpy, side by side.
 
 Cases, each timed per update over ``--updates`` steady-state updates after a warm-up:
 * ``particle_numba``: BeliefTracker.update for 10 humans x 1000 particles, 4 goals + wandering.
