@@ -22,7 +22,7 @@ import diskcache
 import numpy as np
 
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor
-from intent_perf_ros.core.gp.store import StoreError, _pack, load_predictor, save_predictor, settings_key
+from intent_perf_ros.core.gp.store import StoreError, load_predictor, pack_arrays, save_predictor, settings_key
 
 KEY_PREFIX = "intent_perf:v1:"
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
@@ -54,7 +54,7 @@ class RedisModelStore:
             if value.dtype.hasobject:
                 raise TypeError(f"array {name!r} holds Python objects, which only pickle can store; "
                                 "convert it to a numeric or string array")
-        blob = _pack(converted)
+        blob = pack_arrays(converted)
         if len(blob) > self.max_value_bytes:
             raise SharedModelError(f"value of {len(blob)} bytes exceeds max_value_bytes={self.max_value_bytes}")
         try:

@@ -42,13 +42,18 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 def test_corrupt_entry_is_detected(tmp_path: Path) -> None:
     cfg = PredictorConfig(**SMALL)
     key = TrajectoryPredictor(cfg).fit(random_windows(200, 0)).save(str(tmp_path))
-    with diskcache.Cache(str(tmp_path)) as cache:
+    _flip_a_byte(tmp_path, key)
+    with pytest.raises(StoreError, match="corrupt"):
+        TrajectoryPredictor.load(str(tmp_path), cfg)
+
+
+def _flip_a_byte(directory: Path, key: str) -> None:
+    """Corrupt the arrays of a stored entry, as a bad disk block would."""
+    with diskcache.Cache(str(directory)) as cache:
         entry = cache[key]
         blob = bytearray(entry["arrays"])
         blob[len(blob) // 2] ^= 0xFF
         cache[key] = {**entry, "arrays": bytes(blob)}
-    with pytest.raises(StoreError, match="corrupt"):
-        TrajectoryPredictor.load(str(tmp_path), cfg)
 
 
 def _fake_eth_ucy(directory: Path) -> None:
@@ -152,12 +157,7 @@ def test_learned_windows_rebuild_the_place_model_and_survive_the_store(tmp_path:
 
 def test_corrupt_or_malformed_learned_windows_are_refused(tmp_path: Path) -> None:
     cfg = PredictorConfig(**SMALL)
-    key = save_place_windows(str(tmp_path), cfg, "lab", random_windows(5, 0))
-    with diskcache.Cache(str(tmp_path)) as cache:
-        entry = cache[key]
-        blob = bytearray(entry["arrays"])
-        blob[len(blob) // 2] ^= 0xFF
-        cache[key] = {**entry, "arrays": bytes(blob)}
+    _flip_a_byte(tmp_path, save_place_windows(str(tmp_path), cfg, "lab", random_windows(5, 0)))
     with pytest.raises(StoreError, match="corrupt"):
         load_place_windows(str(tmp_path), cfg, "lab")
     save_place_windows(str(tmp_path), cfg, "lab", random_windows(5, 0)[:, :10])  # 10 steps, not 20

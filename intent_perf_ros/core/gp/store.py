@@ -45,16 +45,49 @@ def data_digest(directory: Path, names: list[str]) -> str:
     return h.hexdigest()
 
 
-def _pack(arrays: dict[str, np.ndarray]) -> bytes:
+def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    """Arrays as ``.npz`` bytes: numpy's own format, read back without unpickling."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
 
 
-def save_predictor(pred, directory: str, data_digest: str = "") -> str:
-    """Write ``pred`` under its key in the diskcache at ``directory``; returns the key."""
+def _write_entry(directory: str, key: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """One entry: JSON metadata, the arrays as ``.npz`` bytes and a sha256 over both."""
     import diskcache
 
+    meta_text = json.dumps(meta, sort_keys=True, default=list)
+    blob = pack_arrays(arrays)
+    digest = hashlib.sha256(meta_text.encode() + blob).hexdigest()
+    with diskcache.Cache(owner_only_directory(directory)) as cache:
+        cache.set(key, {"meta": meta_text, "arrays": blob, "digest": digest})
+
+
+def _read_entry(directory: str, key: str, what: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metadata and arrays of an entry: KeyError if there is none, StoreError if it is corrupt."""
+    import diskcache
+
+    # diskcache unpickles its entries: only ever from a directory no other user can write.
+    with diskcache.Cache(owner_only_directory(directory)) as cache:
+        entry = cache.get(key)
+    if entry is None:
+        raise KeyError(f"no {what} for these settings in {directory}")
+    try:
+        meta_text, blob, digest = entry["meta"], entry["arrays"], entry["digest"]
+        if hashlib.sha256(meta_text.encode() + blob).hexdigest() != digest:
+            raise StoreError(f"{what} {key} fails its checksum (corrupt); it will be rebuilt")
+        meta = json.loads(meta_text)
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except StoreError:
+        raise
+    except Exception as exc:  # malformed entry of any kind is treated as corrupt
+        raise StoreError(f"{what} {key} is unreadable ({exc}); it will be rebuilt") from exc
+    return meta, arrays
+
+
+def save_predictor(pred, directory: str, data_digest: str = "") -> str:
+    """Write ``pred`` under its key in the diskcache at ``directory``; returns the key."""
     if pred.motion_model_ is None:
         raise ValueError("nothing to save: fit() the predictor first")
     model = pred.motion_model_
@@ -83,40 +116,19 @@ def save_predictor(pred, directory: str, data_digest: str = "") -> str:
         "unsteady_gain": pred.unsteady_gain_,
         "use_motion_variance": pred.use_motion_variance_,
     }
-    meta_text = json.dumps(meta, sort_keys=True, default=list)
-    blob = _pack(arrays)
-    digest = hashlib.sha256(meta_text.encode() + blob).hexdigest()
     key = settings_key(pred.config, data_digest)
-    with diskcache.Cache(owner_only_directory(directory)) as cache:
-        cache.set(key, {"meta": meta_text, "arrays": blob, "digest": digest})
+    _write_entry(directory, key, meta, arrays)
     return key
 
 
 def load_predictor(directory: str, config, data_digest: str = ""):
     """Rebuild the predictor stored for ``config`` (see module docstring for the failure modes)."""
-    import diskcache
-
     from intent_perf_ros.core.gp.kernels import RBFParams
     from intent_perf_ros.core.gp.predictor import TrajectoryPredictor
     from intent_perf_ros.core.gp.sparse import SparseGP
 
     key = settings_key(config, data_digest)
-    # diskcache unpickles its entries: only ever from a directory no other user can write.
-    with diskcache.Cache(owner_only_directory(directory)) as cache:
-        entry = cache.get(key)
-    if entry is None:
-        raise KeyError(f"no stored model for these settings in {directory}")
-    try:
-        meta_text, blob, digest = entry["meta"], entry["arrays"], entry["digest"]
-        if hashlib.sha256(meta_text.encode() + blob).hexdigest() != digest:
-            raise StoreError(f"stored model {key} fails its checksum (corrupt); it will be rebuilt")
-        meta = json.loads(meta_text)
-        with np.load(io.BytesIO(blob)) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except StoreError:
-        raise
-    except Exception as exc:  # malformed entry of any kind is treated as corrupt
-        raise StoreError(f"stored model {key} is unreadable ({exc}); it will be rebuilt") from exc
+    meta, arrays = _read_entry(directory, key, "stored model")
     if meta.get("format") != FORMAT_VERSION or meta.get("config") != json.loads(
         json.dumps(asdict(config), default=list)
     ):
@@ -154,36 +166,17 @@ def save_place_windows(directory: str, config, site: str, windows: np.ndarray) -
     Raw windows rather than the place GP's features and targets: those are residuals of the offline
     model, so after a refit on new data the same windows still rebuild a consistent place model.
     """
-    import diskcache
-
-    blob = _pack({"windows": np.asarray(windows, dtype=np.float64)})
-    meta_text = json.dumps({"format": FORMAT_VERSION, "site": site}, sort_keys=True)
     key = _place_key(config, site)
-    with diskcache.Cache(owner_only_directory(directory)) as cache:
-        cache.set(key, {"meta": meta_text, "arrays": blob,
-                        "digest": hashlib.sha256(meta_text.encode() + blob).hexdigest()})
+    _write_entry(directory, key, {"format": FORMAT_VERSION, "site": site},
+                 {"windows": np.asarray(windows, dtype=np.float64)})
     return key
 
 
 def load_place_windows(directory: str, config, site: str) -> np.ndarray:
     """The windows stored for ``site`` and these settings: KeyError if none, StoreError if corrupt."""
-    import diskcache
-
     key = _place_key(config, site)
-    with diskcache.Cache(owner_only_directory(directory)) as cache:
-        entry = cache.get(key)
-    if entry is None:
-        raise KeyError(f"no learned windows of site '{site}' for these settings in {directory}")
-    try:
-        meta_text, blob = entry["meta"], entry["arrays"]
-        if hashlib.sha256(meta_text.encode() + blob).hexdigest() != entry["digest"]:
-            raise StoreError(f"learned windows {key} fail their checksum (corrupt)")
-        with np.load(io.BytesIO(blob)) as npz:
-            windows = npz["windows"]
-    except StoreError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"learned windows {key} are unreadable ({exc})") from exc
+    _, arrays = _read_entry(directory, key, f"learned windows of site '{site}'")
+    windows = arrays.get("windows", np.empty(0))
     steps = config.obs_steps + config.pred_steps
     if windows.ndim != 3 or windows.shape[1:] != (steps, 2) or not np.isfinite(windows).all():
         raise StoreError(f"learned windows {key} have shape {windows.shape}, expected (K, {steps}, 2) finite")
