@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.subscription_content_filter_options import ContentFilterOptions
 
 from intent_perf_ros.core.belief.decision import BehaviourSelector, outcome_reward
 from intent_perf_ros.core.belief.model import MAX_COORDINATE, MAX_SPEED
@@ -75,8 +76,15 @@ class BeliefNode(Node):
 
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats, DegradationLadder(levels, budget_ms))
         self.publisher = self.create_publisher(BeliefArray, BELIEF_TOPIC, DERIVED_QOS)
-        self.create_subscription(IntentPredictionArray, PREDICTIONS_TOPIC, self.stats.guarded(self.on_predictions),
-                                 DERIVED_QOS)
+        # With shards, DDS drops the other shards' predictions before rclpy deserialises them (a
+        # content-filtered topic); on_predictions still checks, for middlewares without filtering.
+        shard_filter = ContentFilterOptions("shard_index = %0 AND shard_count = %1",
+                                            [str(self.shard_index), str(self.shard_count)]) \
+            if self.shard_count > 1 else None
+        subscription = self.create_subscription(
+            IntentPredictionArray, PREDICTIONS_TOPIC, self.stats.guarded(self.on_predictions), DERIVED_QOS,
+            content_filter_options=shard_filter)
+        self.shard_filtered: bool = subscription.is_cft_enabled
         self.create_subscription(ControlStatus, STATUS_TOPIC, self.stats.guarded(self.on_status), CONTROL_QOS)
         self.create_timer(decision_period_s, self.stats.guarded(self.decide))
 

@@ -55,3 +55,26 @@ def test_decision_period_with_the_plan_inside_the_safety_radius_is_scored_not_fa
     belief.decide()
     assert belief.stats.errors == 0
     assert not (belief.selector.posterior()[0] == before).all(), "the period's outcome updated the model"
+
+
+def test_a_belief_shard_receives_only_its_shards_predictions(ros):
+    belief = ros.add(BeliefNode(parameter_overrides=[Parameter("shard_index", value=1),
+                                                     Parameter("shard_count", value=2)]))
+    assert belief.shard_filtered  # FastDDS filters the topic before rclpy deserialises a sample
+    peer = ros.add(Node("fake_predictor_shards"))
+    pub = peer.create_publisher(IntentPredictionArray, "intent/predictions", DERIVED_QOS)
+    received: list[BeliefArray] = []
+    peer.create_subscription(BeliefArray, "intent/belief", received.append, DERIVED_QOS)
+    assert ros.spin_until(lambda: pub.get_subscription_count() and belief.publisher.get_subscription_count())
+    for k in range(6):  # shards 0, 1, 0, 1, ...: human 10 + k of shard k % 2
+        msg = IntentPredictionArray(step_dt=0.4, horizon_steps=1, shard_index=k % 2, shard_count=2)
+        msg.header.stamp.sec = 60 + k
+        msg.ids = array.array("I", [10 + k])
+        msg.state = array.array("d", [float(k), 0.0, 1.0, 0.0])
+        msg.mean = array.array("d", [k + 0.4, 0.0])
+        msg.variance = array.array("d", [0.01, 0.01])
+        pub.publish(msg)
+    assert ros.spin_until(lambda: len(received) >= 3, 5.0)
+    assert not ros.spin_until(lambda: len(received) > 3, 0.5)  # and no more
+    assert [list(m.ids) for m in received] == [[11], [13], [15]]
+    assert belief.stats.msgs_in == 3
