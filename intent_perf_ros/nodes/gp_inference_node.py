@@ -22,6 +22,7 @@ HUMANS_TOPIC = "humans/tracked"
 PREDICTIONS_TOPIC = "intent/predictions"
 NO_ONLINE_LEARNING, CONSTANT_VELOCITY = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
 UNSURE_VARIANCE = 4.0  # [m^2] per axis: a 2 m standard deviation when a prediction had to be repaired
+LEARN_DELAY_S = 0.005  # after publishing: the belief and MPC callbacks of an observation take 1-4 ms
 
 
 def default_cache_dir() -> Path:
@@ -98,8 +99,14 @@ class GpInferenceNode(Node):
                                     DegradationLadder(NODE_LEVELS["gp_inference_node"], budget_ms))
         self.publisher = self.create_publisher(IntentPredictionArray, PREDICTIONS_TOPIC, DERIVED_QOS)
         self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.stats.guarded(self.on_humans), SENSOR_QOS)
-        if self.online_learning:
-            self.create_timer(learn_period_s, self.stats.guarded(self.learn))
+        # Learning runs in the slack after a prediction: publishing arms a one-shot timer (at most
+        # once per learn_period_s) that fires LEARN_DELAY_S later, when the belief and MPC nodes have
+        # had the CPU for this observation and the next one is still far off. A free-running timer
+        # could fire just before an observation and hold it back by a whole learning step.
+        self._learn_period_s = learn_period_s
+        self._next_learn = time.monotonic() + learn_period_s
+        self._learn_timer = self.create_timer(LEARN_DELAY_S, self.stats.guarded(self.learn))
+        self._learn_timer.cancel()
         if self._place_site and place_save_period_s > 0:
             self.create_timer(place_save_period_s, self.stats.guarded(self.save_place))
         self.get_logger().info(f"ready: {self.predictor.stats()}")
@@ -167,6 +174,9 @@ class GpInferenceNode(Node):
         self.publisher.publish(self._to_message(msg.header, n))
         self.stats.sent(PREDICTIONS_TOPIC, stamp_to_ns(msg.header.stamp))
         self.stats.callback_done(start)
+        if self.online_learning and time.monotonic() >= self._next_learn:
+            self._next_learn = time.monotonic() + self._learn_period_s
+            self._learn_timer.reset()
 
     def _repair_predictions(self, n: int) -> None:
         """Never publish NaN: a human whose prediction is not finite is predicted to stand still with a
@@ -199,6 +209,7 @@ class GpInferenceNode(Node):
         chunks keep that wait to a couple of ms; consecutive windows of a human overlap in 19 of 20
         steps, so an evenly spaced subset loses little.
         """
+        self._learn_timer.cancel()  # one-shot: armed again by a later prediction
         windows = self.tracks.take_windows()
         if not len(windows) or self.stats.ladder.level >= NO_ONLINE_LEARNING:
             self._windows_skipped += len(windows)

@@ -66,3 +66,4 @@ def test_mean_only_prediction_equals_full_prediction_after_updates() -> None:
         model.add(x[lo : lo + 30], y[lo : lo + 30])
         model.predict_mean_into(xq, out)
         np.testing.assert_allclose(out, model.predict(xq)[0], rtol=1e-9, atol=1e-10)
+        np.testing.assert_array_equal(model.predict_mean(xq), out)  # the allocating wrapper

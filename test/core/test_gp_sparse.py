@@ -50,3 +50,4 @@ def test_mean_only_prediction_equals_the_full_one() -> None:
     mean_only = np.full((25, 1), np.nan)
     sparse.predict_mean_into(xq, mean_only)
     np.testing.assert_array_equal(mean_only, mean)
+    np.testing.assert_array_equal(sparse.predict_mean(xq), mean)  # the allocating wrapper

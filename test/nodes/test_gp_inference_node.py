@@ -154,3 +154,27 @@ def test_a_restarted_node_at_the_same_site_starts_with_the_learned_place_model(r
     cold = np.zeros((3, 12, 2))
     other.predictor.predict(history, cold, np.zeros((3, 12, 2)))
     assert np.abs(cold - mean_a).max() > 1e-3  # the place model did change the prediction
+
+
+def test_learning_runs_in_the_slack_after_a_published_prediction(ros, tmp_path):
+    gp = ros.add(GpInferenceNode(parameter_overrides=[
+        Parameter("model_cache_dir", value=str(tmp_path / "models")),
+        Parameter("dataset_dir", value=str(tmp_path / "no_data")),
+        Parameter("max_stamp_age_s", value=1e10),
+        Parameter("learn_period_s", value=0.0),  # armed after every prediction
+    ]))
+    peer = ros.add(Node("fake_tracker_learning"))
+    pub = peer.create_publisher(TrackedHumans, "humans/tracked", SENSOR_QOS)
+    received: list[IntentPredictionArray] = []
+    peer.create_subscription(IntentPredictionArray, "intent/predictions", received.append, DERIVED_QOS)
+    assert ros.spin_until(lambda: pub.get_subscription_count() and gp.publisher.get_subscription_count())
+    for k in range(100):  # two humans, 10 Hz stamps: windows complete from step 76 on
+        msg = TrackedHumans(humans=[HumanState(id=i, x=0.1 * k, y=float(i), vx=1.0, vy=0.0) for i in range(2)])
+        msg.header.frame_id = "map"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k // 10, (k % 10) * 100_000_000
+        pub.publish(msg)
+        assert ros.spin_until(lambda k=k: len(received) > k, 5.0)
+        if k == 60:
+            assert gp._windows_learned == 0  # no window complete yet
+    assert ros.spin_until(lambda: gp._learn_timer.is_canceled(), 2.0)  # fired once, then disarmed
+    assert gp._windows_learned > 0 and gp.predictor.stats()["n_online"] == gp._windows_learned

@@ -221,6 +221,15 @@ class ExactGP:
         return self.alpha_[:n] / diag[:, None], 1.0 / diag
 
 
+def allocating_predict_mean(model, xq: np.ndarray, n_features: int, n_outputs: int) -> np.ndarray:
+    """``predict_mean`` of the backends with an O(N) mean path: validate, allocate, ``predict_mean_into``."""
+    xq = np.ascontiguousarray(xq, dtype=np.dtype(model.dtype))
+    check_xy(xq, None, n_features)
+    mean = np.empty((xq.shape[0], n_outputs), dtype=xq.dtype)
+    model.predict_mean_into(xq, mean)
+    return mean
+
+
 def allocating_predict(model, xq: np.ndarray, n_features: int, n_outputs: int,
                        include_noise: bool) -> tuple[np.ndarray, np.ndarray]:
     """``predict`` of every GP backend: validate the queries, allocate the outputs, ``predict_into``."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from intent_perf_ros.core.gp.exact import ExactGP, check_xy
+from intent_perf_ros.core.gp.exact import ExactGP, allocating_predict_mean, check_xy
 from intent_perf_ros.core.gp.kernels import RBFParams, rbf_cross_into
 from intent_perf_ros.core.gp.linalg import trsm_lower_inplace
 
@@ -204,6 +204,10 @@ class OnlineGP(ExactGP):
         ks = self._buffer[: m * n].reshape(m, n)
         rbf_cross_into(xq, self.inv_lengthscales_, self.train_scaled_, self.params.signal_var, ks)
         np.dot(ks, self._alpha_f, out=out_mean)
+
+    def predict_mean(self, xq: np.ndarray) -> np.ndarray:
+        """Allocating wrapper around ``predict_mean_into`` (validates the queries)."""
+        return allocating_predict_mean(self, xq, self.x_train_.shape[1], self.beta_.shape[1])
 
     def set_params(self, params: RBFParams) -> None:
         """New hyperparameters invalidate the factor: the one case that needs a refit."""

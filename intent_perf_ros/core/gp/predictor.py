@@ -438,10 +438,11 @@ class TrajectoryPredictor:
             return
         motion, place, rot = compute_features(hist, cfg.step_dt, cfg.motion_lags)
         z = residual_targets(hist, fut, rot) / self.col_scale_
-        self._adapt_variance(motion, place, z, variance_gain(*gain_features(hist, cfg.step_dt),
-                                                              self.speed_gain_, self.unsteady_gain_))
-        if self.motion_model_ is not None:
-            z = z - self.motion_shrink_ * self.motion_model_.predict(motion)[0]
+        motion_mean, motion_var = self._motion_prediction(motion)
+        self._adapt_variance(place, z, motion_mean, motion_var,
+                             variance_gain(*gain_features(hist, cfg.step_dt), self.speed_gain_, self.unsteady_gain_))
+        if motion_mean is not None:
+            z = z - self.motion_shrink_ * motion_mean
         if self.place_model_ is not None and self.place_model_.n_train and cfg.online_novelty > 0:
             # sparse online GP practice (Csató & Opper 2002): skip points the model already explains, so
             # the bounded window is not filled with near-duplicate overlapping windows
@@ -475,9 +476,9 @@ class TrajectoryPredictor:
         cap = self.config.online_capacity
         if self._window_log is None:
             self._window_log = np.empty((cap, *windows.shape[1:]))
-        for window in windows[-cap:]:
-            self._window_log[self._window_head] = window
-            self._window_head = (self._window_head + 1) % cap
+        newest = windows[-cap:]
+        self._window_log[(self._window_head + np.arange(len(newest))) % cap] = newest
+        self._window_head = (self._window_head + len(newest)) % cap
         self._window_count = min(self._window_count + len(windows), cap)
 
     def learned_windows(self) -> np.ndarray:
@@ -503,7 +504,20 @@ class TrajectoryPredictor:
         self._online_count = 0
         self.col_var_eff_ = self.col_var_.copy()
 
-    def _adapt_variance(self, motion: np.ndarray, place: np.ndarray, z: np.ndarray, gain: np.ndarray) -> None:
+    def _motion_prediction(self, motion: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The offline model's mean at these windows, and its variance only where the variance
+        adaptation uses it: the variance is the O(m^2)-per-window part of a prediction."""
+        model = self.motion_model_
+        if model is None:
+            return None, None
+        if self.use_motion_variance_ and self.config.online_variance_prior > 0:
+            return model.predict(motion)
+        if isinstance(model, SparseGP):
+            return model.predict_mean(motion), None
+        return model.predict(motion)[0], None
+
+    def _adapt_variance(self, place: np.ndarray, z: np.ndarray, motion_mean: np.ndarray | None,
+                        motion_var: np.ndarray | None, gain: np.ndarray) -> None:
         """Rescale the variance per step by how this place's completed windows scored (causal).
 
         Each completed window is first predicted with the current model; its squared Mahalanobis
@@ -514,15 +528,14 @@ class TrajectoryPredictor:
         cfg = self.config
         if cfg.online_variance_prior <= 0:
             return
-        if self.motion_model_ is not None:
-            mean, var = self.motion_model_.predict(motion)
-            mean = self.motion_shrink_ * mean
-            if not self.use_motion_variance_:
-                var = np.ones_like(var)
+        if motion_mean is not None:
+            mean = self.motion_shrink_ * motion_mean
+            var = motion_var if motion_var is not None else np.ones(z.shape[0])
         else:
             mean, var = np.zeros_like(z), np.ones(z.shape[0])
         if self.place_model_ is not None and self.place_model_.n_train:
-            mean = mean + self.place_shrink_ * self.place_model_.predict(place)[0]
+            # mean only: O(N) per window with the place GP's weights, where its variance is O(N^2)
+            mean = mean + self.place_shrink_ * self.place_model_.predict_mean(place)
         d2 = (z - mean) ** 2 / ((var * gain)[:, None] * (self.col_var_ / self.col_scale_**2))
         step = d2[:, 0::2] + d2[:, 1::2]
         self._online_d2 += np.sum(step / self.d2_reference_, axis=0)

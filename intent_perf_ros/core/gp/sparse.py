@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from intent_perf_ros.core.gp.exact import allocating_predict, check_xy
+from intent_perf_ros.core.gp.exact import allocating_predict, allocating_predict_mean, check_xy
 from intent_perf_ros.core.gp.kernels import RBFParams, quad_variance_into, rbf, rbf_cross_into
 from intent_perf_ros.core.gp.linalg import cholesky_jittered, symmetric_product_into
 
@@ -154,6 +154,10 @@ class SparseGP:
         ks = self._buffer[: m * n_ind].reshape(m, n_ind)
         rbf_cross_into(xq, self.inv_lengthscales_, self.train_scaled_, self.params.signal_var, ks)
         np.dot(ks, self.w_, out=out_mean)
+
+    def predict_mean(self, xq: np.ndarray) -> np.ndarray:
+        """Allocating wrapper around ``predict_mean_into``."""
+        return allocating_predict_mean(self, xq, self.train_scaled_.shape[1], self.w_.shape[1])
 
     def predict(self, xq: np.ndarray, include_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Allocating convenience wrapper around ``predict_into``."""
