@@ -512,8 +512,9 @@ class TrajectoryPredictor:
             return None, None
         if self.use_motion_variance_ and self.config.online_variance_prior > 0:
             return model.predict(motion)
-        if isinstance(model, SparseGP):
-            return model.predict_mean(motion), None
+        mean_only = getattr(model, "predict_mean", None)  # as in ``predict``: the models with a mean path
+        if mean_only is not None:
+            return mean_only(motion), None
         return model.predict(motion)[0], None
 
     def _adapt_variance(self, place: np.ndarray, z: np.ndarray, motion_mean: np.ndarray | None,
