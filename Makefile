@@ -17,7 +17,7 @@ help:
 	@echo "make test   build everything, run the whole test suite"
 	@echo "make lint   ruff"
 
-setup: $(STAMP)/package
+setup: $(STAMP)/kernels
 
 # python3 -m venv, cmake and g++ are all the machine needs; redis-server serves the fleet-cache
 # test (skipped without it). Install what is missing with apt-get.
@@ -57,6 +57,13 @@ $(STAMP)/package: setup.py $(STAMP)/msgs
 	  -e . --config-settings editable_mode=compat
 	@touch $@
 
+# The MPC's numba kernels compiled ahead of time (core/aot.py): mpc_node then runs without numba and
+# LLVM, about 110 MB less RSS. Without this build it uses the JIT.
+KERNELS := intent_perf_ros/core/mpc/kernels.py intent_perf_ros/core/aot.py
+$(STAMP)/kernels: $(KERNELS) $(STAMP)/package
+	$(VENV)/bin/intent-perf build-kernels
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/intent-perf demo --json out/demo_report.json
 
@@ -74,3 +81,4 @@ lint: setup
 
 clean:
 	rm -rf build out $(VENV) *.egg-info
+	find intent_perf_ros -name '_aot_*.so' -delete

@@ -19,7 +19,7 @@ from intent_perf_ros.core.cache import QP_STRUCTURES
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.mpc import hypotheses
 from intent_perf_ros.core.mpc.controller import ControlResult, Mode, MPCConfig, MPCController
-from intent_perf_ros.core.sharding import ShardCycles
+from intent_perf_ros.core.shard_cycles import ShardCycles
 from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import (
     COMMAND_QOS,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from intent_perf_ros.core.mpc import hypotheses
+from intent_perf_ros.core.mpc import kernels as jit_kernels
 from intent_perf_ros.core.mpc.hypotheses import expand_hypotheses
 
 HP = 10
@@ -101,10 +101,13 @@ def test_kernel_matches_the_argsort_reference_with_ties_and_a_full_output(seed):
 
 
 def test_strided_views_use_the_one_compiled_signature():
-    """mpc_node passes views such as ``buffer[:n, :steps]``: no layout may compile in a callback."""
+    """mpc_node passes views such as ``buffer[:n, :steps]``: no layout may compile in a callback (the JIT
+    kernels; the ahead-of-time ones cannot compile at all)."""
     big, probs, out = np.zeros((10, 64, 2)), np.full((10, 64), 0.25), np.zeros((40, 64, 2))
-    n = expand_hypotheses(big[:5, :HP], big[:5, :HP] + 1.0, np.zeros((5, 2)), np.ones((5, 2)),
-                          np.array([[5.0, 0.0], [0.0, 5.0], [5.0, 5.0]]), probs[:5, :4], 2, DT, out[:, :HP],
-                          np.zeros((40, 64, 2))[:, :HP])
+    args = (big[:5, :HP], big[:5, :HP] + 1.0, np.zeros((5, 2)), np.ones((5, 2)),
+            np.array([[5.0, 0.0], [0.0, 5.0], [5.0, 5.0]]), probs[:5, :4])
+    n = expand_hypotheses(*args, 2, DT, out[:, :HP], np.zeros((40, 64, 2))[:, :HP])
     assert n == 10
-    assert len(hypotheses._expand.overloads) == 1
+    assert jit_kernels.expand_hypotheses_into(*args, True, 2, DT, out[:, :HP], np.zeros((40, 64, 2))[:, :HP],
+                                              0.05, 0.5) == n
+    assert len(jit_kernels.expand_hypotheses_into.overloads) == 1

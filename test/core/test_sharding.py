@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from intent_perf_ros.core.sharding import ShardCycles, shard_of
+from intent_perf_ros.core.shard_cycles import ShardCycles
+from intent_perf_ros.core.sharding import shard_of
 
 
 def test_hash_is_balanced():

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from intent_perf_ros.core.mpc.kernels import half_planes, interpolate, min_distance
+from intent_perf_ros.core import aot
 from intent_perf_ros.core.mpc.qp import OSQP_INFTY
+
+_kernels = aot.load(aot.MPC_KERNELS)  # compiled ahead of time by make, else JIT
+half_planes, interpolate, min_distance = _kernels.half_planes, _kernels.interpolate, _kernels.min_distance
 
 
 class HumanConstraints:

@@ -19,11 +19,14 @@ from enum import IntEnum
 import numpy as np
 import osqp
 
+from intent_perf_ros.core import aot
 from intent_perf_ros.core.cache import cached_problem
 from intent_perf_ros.core.mpc.constraints import HumanConstraints
-from intent_perf_ros.core.mpc.kernels import gather, reference_and_bounds, stage_dynamics
 from intent_perf_ros.core.mpc.model import IOM, IV, IX, IY, NX, UnicycleLinearisation
 from intent_perf_ros.core.mpc.watchdog import StaleInputWatchdog
+
+_kernels = aot.load(aot.MPC_KERNELS)  # compiled ahead of time by make, else JIT
+gather, reference_and_bounds, stage_dynamics = _kernels.gather, _kernels.reference_and_bounds, _kernels.stage_dynamics
 
 
 class Mode(IntEnum):

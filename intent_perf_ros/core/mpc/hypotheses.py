@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+
+from intent_perf_ros.core import aot
+
+_kernels = aot.load(aot.MPC_KERNELS)
 
 
 def expand_hypotheses(
@@ -54,64 +57,16 @@ def expand_hypotheses(
             f"out_mean/out_var must both have shape (N, {hp}, 2), got {out_mean.shape}, {out_var.shape}"
         )
     probs = goal_probs if goal_probs is not None else _NO_PROBS
-    return int(_expand(pred_mean, pred_var, current_xy, current_vxy, goals, probs, goal_probs is not None, top_k,
-                       pred_dt, out_mean, out_var, min_prob, min_speed))
+    return int(_kernels.expand_hypotheses_into(pred_mean, pred_var, current_xy, current_vxy, goals, probs,
+                                               goal_probs is not None, top_k, pred_dt, out_mean, out_var, min_prob,
+                                               min_speed))
 
 
 def warmup() -> None:
-    """Load the compiled kernel and touch it once (at node start-up, never in a callback)."""
+    """Touch the compiled kernel once (at node start-up, never in a callback)."""
     out = np.zeros((3, 2, 2))
     expand_hypotheses(np.zeros((1, 2, 2)), np.ones((1, 2, 2)), np.zeros((1, 2)), np.ones((1, 2)),
                       np.array([[5.0, 0.0]]), np.array([[0.9, 0.1]]), 2, 0.4, out, out.copy())
 
 
 _NO_PROBS = np.zeros((0, 1))
-
-
-# One signature with every array of any layout: the node passes strided views of its buffers, the
-# benchmarks contiguous arrays, and each new layout would otherwise compile in the first callback.
-_A2, _A3 = types.float64[:, :], types.float64[:, :, :]
-
-
-@njit(types.int64(_A3, _A3, _A2, _A2, _A2, _A2, types.boolean, types.int64, types.float64, _A3, _A3,
-                  types.float64, types.float64), cache=True)
-def _expand(pred_mean, pred_var, current_xy, current_vxy, goals, goal_probs, use_probs, top_k, pred_dt,
-            out_mean, out_var, min_prob, min_speed):  # pragma: no cover - compiled
-    hp = pred_mean.shape[1]
-    n_goals = goals.shape[0]
-    cap = out_mean.shape[0]
-    written = 0
-    for i in range(pred_mean.shape[0]):
-        if written >= cap:
-            break
-        out_mean[written] = pred_mean[i]
-        out_var[written] = pred_var[i]
-        written += 1
-        if not use_probs or top_k == 1:
-            continue
-        speed = max(np.hypot(current_vxy[i, 0], current_vxy[i, 1]), min_speed)
-        # Goals in decreasing probability, ties by index (a stable argsort of -p), one selection scan
-        # per alternative: the next goal after (p_prev, g_prev) in that order.
-        p_prev, g_prev = np.inf, -1
-        for _ in range(top_k - 1):
-            if written >= cap:
-                break
-            g = -1
-            for k in range(n_goals):
-                p = goal_probs[i, k]
-                after = p < p_prev or (p == p_prev and k > g_prev)
-                if after and (g < 0 or p > goal_probs[i, g]):
-                    g = k
-            if g < 0 or goal_probs[i, g] < min_prob:
-                break
-            p_prev, g_prev = goal_probs[i, g], g
-            dx, dy = goals[g, 0] - current_xy[i, 0], goals[g, 1] - current_xy[i, 1]
-            dist = np.hypot(dx, dy)
-            for t in range(hp):
-                # walk straight to the goal at the human's speed and stop there
-                f = min(speed * pred_dt * (t + 1), dist) / dist if dist >= 1e-9 else 0.0
-                out_mean[written, t, 0] = current_xy[i, 0] + f * dx
-                out_mean[written, t, 1] = current_xy[i, 1] + f * dy
-            out_var[written] = pred_var[i]
-            written += 1
-    return written

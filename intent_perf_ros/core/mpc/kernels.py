@@ -188,3 +188,55 @@ def gather(src, index, use, out):  # pragma: no cover - numba
     """out[i] = src[index[i]] when ``use``, else 0 (the shifted warm start, or a cold one)."""
     for i in range(out.shape[0]):
         out[i] = src[index[i]] if use else 0.0
+
+
+@njit(
+    "i8(f8[:, :, :], f8[:, :, :], f8[:, :], f8[:, :], f8[:, :], f8[:, :], b1, i8, f8, f8[:, :, :], f8[:, :, :], "
+    "f8, f8)",
+    cache=True,
+    nogil=True,
+)
+def expand_hypotheses_into(
+    pred_mean, pred_var, current_xy, current_vxy, goals, goal_probs, use_probs, top_k, pred_dt, out_mean, out_var,
+    min_prob, min_speed
+):  # pragma: no cover - compiled
+    """``hypotheses.expand_hypotheses`` after its checks. One signature with every array of any layout:
+    the node passes strided views of its buffers, the benchmarks contiguous arrays."""
+    hp = pred_mean.shape[1]
+    n_goals = goals.shape[0]
+    cap = out_mean.shape[0]
+    written = 0
+    for i in range(pred_mean.shape[0]):
+        if written >= cap:
+            break
+        out_mean[written] = pred_mean[i]
+        out_var[written] = pred_var[i]
+        written += 1
+        if not use_probs or top_k == 1:
+            continue
+        speed = max(np.hypot(current_vxy[i, 0], current_vxy[i, 1]), min_speed)
+        # Goals in decreasing probability, ties by index (a stable argsort of -p), one selection scan
+        # per alternative: the next goal after (p_prev, g_prev) in that order.
+        p_prev, g_prev = np.inf, -1
+        for _ in range(top_k - 1):
+            if written >= cap:
+                break
+            g = -1
+            for k in range(n_goals):
+                p = goal_probs[i, k]
+                after = p < p_prev or (p == p_prev and k > g_prev)
+                if after and (g < 0 or p > goal_probs[i, g]):
+                    g = k
+            if g < 0 or goal_probs[i, g] < min_prob:
+                break
+            p_prev, g_prev = goal_probs[i, g], g
+            dx, dy = goals[g, 0] - current_xy[i, 0], goals[g, 1] - current_xy[i, 1]
+            dist = np.hypot(dx, dy)
+            for t in range(hp):
+                # walk straight to the goal at the human's speed and stop there
+                f = min(speed * pred_dt * (t + 1), dist) / dist if dist >= 1e-9 else 0.0
+                out_mean[written, t, 0] = current_xy[i, 0] + f * dx
+                out_mean[written, t, 1] = current_xy[i, 1] + f * dy
+            out_var[written] = pred_var[i]
+            written += 1
+    return written

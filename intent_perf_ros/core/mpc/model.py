@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from intent_perf_ros.core.mpc.kernels import rollout_linearise
+from intent_perf_ros.core import aot
+
+_kernels = aot.load(aot.MPC_KERNELS)  # compiled ahead of time by make, else JIT
+rollout_linearise = _kernels.rollout_linearise
+
 
 NX = 5  # state: x, y, theta, v, omega
 NU = 2  # input: a, alpha
