@@ -22,6 +22,8 @@ DELEGATED = {
     "bench-belief": ("intent_perf_ros.bench.belief_benchmark", "belief update micro-benchmark vs numpy/filterpy"),
     "bench-gpu": ("intent_perf_ros.bench.gpu_benchmark", "GP on torch (CUDA when present) vs numpy, crossover"),
     "first-callback": ("intent_perf_ros.bench.first_callback", "first call vs steady state of each core after warm-up"),
+    "bench-floor": ("intent_perf_ros.bench.floor",
+                    "the bench's topology with relays doing no work: the latency floor of this machine"),
     "build-kernels": ("intent_perf_ros.core.aot",
                       "compile the MPC's numba kernels ahead of time (make does it): mpc_node then runs without numba"),
 }

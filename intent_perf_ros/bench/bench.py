@@ -29,6 +29,7 @@ from rclpy.experimental import EventsExecutor
 
 from intent_perf_ros.bench.analysis import BenchRun, analyse
 from intent_perf_ros.bench.bags import Bag, parse_topic_map, read_bag
+from intent_perf_ros.bench.floor import compare, print_floor, transport_floor
 from intent_perf_ros.bench.replay import (
     BELIEF,
     HUMANS,
@@ -615,6 +616,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--report", type=Path, help="write report.md and PNG plots into this directory")
     p.add_argument("--check-goals", action="store_true", help="exit 1 when a goal of the issue is not met")
+    p.add_argument("--floor", action="store_true",
+                   help="after the replay, the same observations through relays doing no work (bench-floor): "
+                        "this machine's latency floor, side by side")
     return p
 
 
@@ -629,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
             soak.check()
         except ValueError as exc:
             parser.error(str(exc))
+    if args.floor and (args.attach or soak is not None or args.rate is None):
+        parser.error("--floor replays the bag once at a given rate with the nodes started here: not with "
+                     "--attach, --duration or --rate max")
     bag = read_bag(args.bag, parse_topic_map(args.topic_map))
     run = run_bench(
         bag,
@@ -643,7 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         soak=soak,
         composed=args.composed,
     )
+    if args.floor:
+        run.result["floor"] = transport_floor(bag, args.rate, Path(args.log_dir) / "floor")
+        run.result["floor"].update(compare(run.result["e2e_ms"], run.result["floor"]))
     print_summary(run.result)
+    if "floor" in run.result:
+        print_floor(run.result["floor"], run.result["e2e_ms"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(finite(run.result), indent=2))

@@ -125,6 +125,30 @@ def soak_markdown(soak: dict) -> list[str]:
     ]
 
 
+def floor_markdown(r: dict) -> list[str]:
+    """The transport floor measured after the replay (``bench --floor``), beside our figures."""
+    if "floor" not in r:
+        return []
+    f, idle = r["floor"], r["floor"]["idle_penalty"]
+    ratio = lambda k: r["e2e_ms"][k] / f["e2e_ms"][k]  # noqa: E731
+    return [
+        f"Transport floor, measured after the replay: {f['description']} ({f['observations']} observations, "
+        f"lost {sum(f['lost'].values())}).",
+        "",
+        "| | P50 | P95 | P99 | P99.9 | max |",
+        "|---|---|---|---|---|---|",
+        f"| floor | {_fmt(f['e2e_ms']['p50'])} | {_fmt(f['e2e_ms']['p95'])} | {_fmt(f['e2e_ms']['p99'])} | "
+        f"{_fmt(f['e2e_ms']['p999'])} | {_fmt(f['e2e_ms']['max'])} |",
+        f"| ours / floor | {ratio('p50'):.2f}x | {ratio('p95'):.2f}x | {ratio('p99'):.2f}x | {ratio('p999'):.2f}x | "
+        f"{ratio('max'):.2f}x |",
+        "",
+        f"A fixed piece of work takes {idle['after_idle_us']:.0f} us after {idle['period_s'] * 1e3:.0f} ms idle "
+        f"against {idle['back_to_back_us']:.0f} us back to back ({idle['ratio']:.1f}x): at this rate every "
+        "callback runs on a cold core.",
+        "",
+    ]
+
+
 def markdown(run: BenchRun, images: list[str]) -> str:
     r = run.result
     e, s = r["e2e_ms"], r["settings"]
@@ -170,6 +194,7 @@ def markdown(run: BenchRun, images: list[str]) -> str:
             for k, v in r["stage_cost_ms"].items()
         ),
         "",
+        *floor_markdown(r),
         "Callback time inside each node (its ~1 s NodeStats windows during the replay: median of the window "
         "medians, worst window's P95/P99, max):",
         "",
@@ -199,10 +224,14 @@ def markdown(run: BenchRun, images: list[str]) -> str:
         "",
         "## Memory and CPU",
         "",
-        "| node | peak RSS [MB] | mean CPU [% of a core] |",
-        "|---|---|---|",
-        *(f"| {n} | {_fmt(v, 0)} | {_fmt(r['cpu_percent'].get(n), 0)} |" for n, v in r["rss_mb"].items()),
-        f"| total | {_fmt(r['rss_total_mb'], 0)} | |",
+        "| node | peak RSS [MB] | PSS at the end [MB] | mean CPU [% of a core] |",
+        "|---|---|---|---|",
+        *(f"| {n} | {_fmt(v, 0)} | {_fmt(r['pss_mb'].get(n), 0)} | {_fmt(r['cpu_percent'].get(n), 0)} |"
+          for n, v in r["rss_mb"].items()),
+        f"| total | {_fmt(r['rss_total_mb'], 0)} | {_fmt(r['pss_total_mb'], 0)} | |",
+        "",
+        "PSS counts pages shared between the processes (libraries' code) once, split among them; RSS counts them "
+        "in every process.",
         "",
     ]
     pe = r["predictions_error"]

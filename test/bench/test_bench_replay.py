@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from intent_perf_ros.bench import analysis, bags, bench, make_bag, replay, report
+from intent_perf_ros.bench import analysis, bags, bench, floor, make_bag, replay, report
 from intent_perf_ros.msg import IntentPredictionArray
 
 KEYS_E2E = {"count", "mean", "p50", "p95", "p99", "p999", "max"}
@@ -166,3 +166,23 @@ def test_sampler_thins_its_series_but_keeps_peak_and_recent():
     assert 4 <= len(sampler.t_s) < 8 and len(sampler.rss_mb["me"]) == len(sampler.t_s)
     assert sampler.t_s == sorted(sampler.t_s) and len(sampler.recent_rss_mb["me"]) == 3
     assert sampler.peak_rss_mb["me"] >= max(sampler.rss_mb["me"])
+
+
+@pytest.mark.system
+def test_transport_floor_replays_every_observation_through_the_relays(tmp_path):
+    bag_dir = tmp_path / "bag"
+    make_bag.make_bag(bag_dir, humans=3, rate_hz=20.0, duration_s=3.0, seed=1)
+    result = floor.transport_floor(bags.read_bag(bag_dir), 1.0, tmp_path / "logs")
+    assert result["observations"] == 60
+    assert result["lost"] == {floor.PREDICTIONS: 0, floor.BELIEFS: 0, floor.COMMANDS: 0}, \
+        f"see the logs in {tmp_path / 'logs'}"
+    e = result["e2e_ms"]
+    assert e["count"] == 60 and 0 < e["p50"] <= e["p95"] <= e["p999"] <= e["max"] < 1000
+    idle = result["idle_penalty"]
+    assert idle["period_s"] == pytest.approx(0.05, rel=0.05)
+    assert idle["ratio"] == pytest.approx(idle["after_idle_us"] / idle["back_to_back_us"]) and idle["ratio"] > 0
+    ours = {k: 2 * v for k, v in e.items()}
+    assert floor.compare(ours, result) == pytest.approx({"ratio_p50": 2, "ratio_p95": 2, "ratio_p99": 2,
+                                                         "ratio_p999": 2})
+    text = "\n".join(report.floor_markdown({"floor": result, "e2e_ms": ours}))
+    assert "| ours / floor | 2.00x | 2.00x | 2.00x | 2.00x | 2.00x |" in text
