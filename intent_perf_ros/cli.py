@@ -25,7 +25,7 @@ DELEGATED = {
     "bench-floor": ("intent_perf_ros.bench.floor",
                     "the bench's topology with relays doing no work: the latency floor of this machine"),
     "build-kernels": ("intent_perf_ros.core.aot",
-                      "compile the MPC's numba kernels ahead of time (make does it): mpc_node then runs without numba"),
+                      "compile the MPC and belief kernels ahead of time (make does it): those nodes run without numba"),
 }
 
 

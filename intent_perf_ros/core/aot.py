@@ -6,13 +6,16 @@ most of it libllvmlite.so's code pages). ``intent-perf build-kernels`` (run by `
 the explicitly typed ``@njit`` functions of each module in ``KERNEL_MODULES`` into an extension
 module with ``numba.pycc``; ``load`` imports that module, which needs neither numba nor LLVM, and
 falls back to the JIT module when it is missing. The extension's name carries a digest of the
-kernel source, so an edited source never runs stale machine code: it runs the JIT until rebuilt.
+kernel source and of the sources of its own package's modules that it imports (helpers and constants
+compiled into it, found by reading the imports, transitively), so an edited source never runs stale
+machine code: it runs the JIT until rebuilt.
 ``INTENT_PERF_KERNELS=jit`` in the environment forces the JIT (to compare, or to debug a kernel).
 ``numba.pycc`` is deprecated upstream, one reason numba is pinned in requirements.txt.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -23,7 +26,9 @@ from pathlib import Path
 from types import ModuleType
 
 MPC_KERNELS = "intent_perf_ros.core.mpc.kernels"
-KERNEL_MODULES = (MPC_KERNELS,)
+BELIEF_BAYES_KERNELS = "intent_perf_ros.core.belief.bayes"
+BELIEF_PARTICLE_KERNELS = "intent_perf_ros.core.belief.particles"
+KERNEL_MODULES = (MPC_KERNELS, BELIEF_BAYES_KERNELS, BELIEF_PARTICLE_KERNELS)
 PREFIX = "_aot_"
 
 
@@ -34,11 +39,48 @@ def _source_path(module_name: str) -> Path:
     return Path(spec.origin)
 
 
+def _imported_modules(module_name: str, source: bytes) -> set[str]:
+    """The modules of ``module_name``'s top-level package that its source imports from (no import runs)."""
+    package = module_name.rpartition(".")[0]
+    top = module_name.partition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) \
+                if node.level else node.module or ""
+            # `from .x import y` names module x; `from . import y` may name a module y.
+            candidates = [base] if node.module else [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(c for c in candidates if c.partition(".")[0] == top and importlib.util.find_spec(c))
+    return found
+
+
+def _digest(module_name: str) -> str:
+    """sha256 of the module's source, then of each module of its package it imports, transitively."""
+    source = _source_path(module_name).read_bytes()
+    digest = hashlib.sha256(source)
+    seen, todo = {module_name}, sorted(_imported_modules(module_name, source))
+    deps = []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        text = _source_path(name).read_bytes()
+        deps.append((name, text))
+        todo.extend(sorted(_imported_modules(name, text) - seen))
+    for name, text in sorted(deps):  # none (a self-contained kernel module): the digest of its source alone
+        digest.update(name.encode() + b"\0" + text)
+    return digest.hexdigest()[:16]
+
+
 def compiled_name(module_name: str) -> str:
-    """The extension module compiled from ``module_name``'s current source (package-qualified)."""
+    """The extension module compiled from ``module_name``'s current sources (package-qualified)."""
     package, _, leaf = module_name.rpartition(".")
-    digest = hashlib.sha256(_source_path(module_name).read_bytes()).hexdigest()[:16]
-    return f"{package}.{PREFIX}{leaf}_{digest}"
+    return f"{package}.{PREFIX}{leaf}_{_digest(module_name)}"
 
 
 def load(module_name: str) -> ModuleType:

@@ -11,7 +11,7 @@ from rclpy.node import Node
 from rclpy.subscription_content_filter_options import ContentFilterOptions
 
 from intent_perf_ros.core.belief.decision import BehaviourSelector, outcome_reward
-from intent_perf_ros.core.belief.model import MAX_COORDINATE, MAX_SPEED
+from intent_perf_ros.core.belief.layout import MAX_COORDINATE, MAX_SPEED
 from intent_perf_ros.core.belief.tracker import BeliefConfig, BeliefTracker
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.msg import BeliefArray, ControlStatus, IntentPredictionArray

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from intent_perf_ros.core.belief.layout import new_state
 from intent_perf_ros.core.belief.particles import ess_of, resample_slot
 from intent_perf_ros.core.belief.resample import allocate_counts, systematic_indices, systematic_indices_numpy
-from intent_perf_ros.core.belief.rng import new_state
 from intent_perf_ros.core.belief.tracker import BeliefConfig, BeliefTracker
 
 DRAWS = 4000

@@ -185,7 +185,7 @@ def test_invalid_inputs_raise(mode):
 
 
 def test_each_mode_has_its_own_relax_time():
-    from intent_perf_ros.core.belief.model import P_RELAX
+    from intent_perf_ros.core.belief.layout import P_RELAX
 
     cfg = BeliefConfig(goals=GOALS, relax_time_s=1.7, bayes_relax_time_s=0.6)
     assert cfg.kernel_params()[P_RELAX] == 1.7
@@ -304,8 +304,8 @@ def test_bayes_filter_matches_a_numpy_reference():
 
 
 def test_particles_change_their_mind_to_goals_drawn_from_the_prior():
+    from intent_perf_ros.core.belief.layout import new_state
     from intent_perf_ros.core.belief.particles import jump_goals
-    from intent_perf_ros.core.belief.rng import new_state
 
     n = 40000
     prior = np.array([0.55, 0.05, 0.3, 0.1])
@@ -326,8 +326,8 @@ def test_particles_change_their_mind_to_goals_drawn_from_the_prior():
 
 def test_particle_proposal_is_the_exact_gaussian_posterior_and_weights_the_predictive_likelihood():
     """propagate_slot against the joint Gaussian of (v', y_v, y_p) per axis, written out in numpy."""
+    from intent_perf_ros.core.belief.layout import new_state
     from intent_perf_ros.core.belief.particles import propagate_slot
-    from intent_perf_ros.core.belief.rng import new_state
 
     n = 40000
     cfg = BeliefConfig(goals=GOALS, switch_rate_hz=0.0, relax_time_s=1.3, goal_noise=0.4, wander_noise=0.9,

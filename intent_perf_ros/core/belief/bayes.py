@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .model import (
+from .layout import (
     C_CREATED,
     C_POOL_FULL,
     ERR_TIME,
@@ -29,6 +29,8 @@ from .model import (
     P_VEL_REL,
     P_VEL_SIGMA,
     P_WANDER_NOISE,
+)
+from .model import (
     check_inputs,
     expire,
     find_slot,
@@ -84,7 +86,16 @@ def bayes_step(s: int, dt: float, vx: float, vy: float, goals: np.ndarray, flow:
         prob[s, k] /= total
 
 
-@njit(cache=True)
+# One explicit signature: compiled at import, and ahead of time by `intent-perf build-kernels` (core/aot.py)
+# so belief_node can run without numba. The per-update inputs (ids, xy, vxy, gp) take any layout; every
+# later array is the tracker's own, allocated C-contiguous, and typed so (as particle_update's: faster).
+# A compiled kernel checks no dtype or layout: pass exactly these types.
+@njit(
+    "i8(f8, i8[:], f8[:, :], f8[:, :], f8[:, :, :], b1, f8[:, ::1], f8[:, :, :, ::1], f8[::1], f8[::1], "
+    "i8[::1], b1[::1], f8[::1], f8[:, ::1], f8[:, ::1], f8[::1], i8[::1], f8[:, ::1], f8[::1], f8[::1], i8[::1], "
+    "b1[::1], i8[::1])",
+    cache=True,
+)
 def bayes_update(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, gp: np.ndarray, use_gp: bool,
                  goals: np.ndarray, flow: np.ndarray, prior: np.ndarray, params: np.ndarray,
                  slot_id: np.ndarray, active: np.ndarray, last_t: np.ndarray, prob: np.ndarray,

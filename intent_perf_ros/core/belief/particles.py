@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .model import (
+from .layout import (
     C_CREATED,
     C_POOL_FULL,
     C_RESAMPLES,
@@ -49,6 +49,8 @@ from .model import (
     P_VEL_REL,
     P_VEL_SIGMA,
     P_WANDER_NOISE,
+)
+from .model import (
     check_inputs,
     expire,
     find_slot,
@@ -297,7 +299,17 @@ def ess_of(w: np.ndarray, g: np.ndarray, masses: np.ndarray, sq: np.ndarray, cou
     return 1.0 / total, worst
 
 
-@njit(cache=True)
+# One explicit signature: compiled at import, and ahead of time by `intent-perf build-kernels` (core/aot.py)
+# so belief_node can run without numba. The per-update inputs (ids, xy, vxy, gp) take any layout; every
+# later array is the tracker's own, allocated C-contiguous, and typed so (any-layout indexing of the
+# particles cost 7% per update). A compiled kernel checks no dtype or layout: pass exactly these types.
+@njit(
+    "i8(f8, i8[:], f8[:, :], f8[:, :], f8[:, :, :], b1, f8[:, ::1], f8[:, :, :, ::1], f8[::1], f8[::1], i8, "
+    "i8[::1], b1[::1], f8[::1], f8[:, ::1], f8[:, ::1], f8[:, ::1], f8[:, ::1], f8[:, ::1], i8[:, ::1], f8[::1], "
+    "i8[::1], i8[::1], f8[::1], f8[::1], f8[::1], f8[:, ::1], i8[::1], u8[::1], i8[::1], f8[:, ::1], f8[::1], "
+    "f8[::1], i8[::1], b1[::1], i8[::1])",
+    cache=True,
+)
 def particle_update(t: float, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, gp: np.ndarray, use_gp: bool,
                     goals: np.ndarray, flow: np.ndarray, prior: np.ndarray, params: np.ndarray, floor: int,
                     slot_id: np.ndarray, active: np.ndarray, last_t: np.ndarray,

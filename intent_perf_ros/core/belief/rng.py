@@ -2,7 +2,8 @@
 
 splitmix64 (Steele, Lea and Flood 2014) gives each tracker its own reproducible stream without
 touching numba's global generator, so two trackers with the same seed produce the same beliefs
-whatever else runs in the process. Normals come in pairs from Marsaglia's polar method.
+whatever else runs in the process. Normals come in pairs from Marsaglia's polar method. A
+tracker's state is ``layout.new_state(seed)`` (plain Python: no numba needed to make one).
 """
 from __future__ import annotations
 
@@ -18,11 +19,6 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
-
-
-def new_state(seed: int) -> np.ndarray:
-    """A one-word generator state for ``seed`` (any Python int)."""
-    return np.array([np.uint64(seed % (1 << 64))], dtype=np.uint64)
 
 
 @njit(cache=True)

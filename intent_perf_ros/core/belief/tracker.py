@@ -2,7 +2,8 @@
 
 Every array the update touches is allocated in the constructor (or when a call brings more humans
 than any before), so a steady-state ``update`` allocates nothing: one numba call does the slot
-bookkeeping, the filtering and the outputs. Compile the kernels with ``warmup()`` at start-up.
+bookkeeping, the filtering and the outputs. Run ``warmup()`` at start-up (it compiles the kernels
+when they come from the JIT rather than from ``intent-perf build-kernels``).
 
 Pool: ids are matched to slots; a new id takes the first free slot; an id not seen for more than
 ``track_timeout_s`` is dropped (its slot freed) at the start of the next update. When every slot
@@ -17,11 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import model
-from .bayes import bayes_update
+from intent_perf_ros.core import aot
+
+from . import layout
 from .goals import GoalFlowField, hypothesis_labels, validate_goals
-from .particles import particle_update
-from .rng import new_state
+from .layout import new_state
+
+# The update kernels compiled ahead of time by make (core/aot.py: then no numba in this process), else JIT.
+_bayes = aot.load(aot.BELIEF_BAYES_KERNELS)
+_particles = aot.load(aot.BELIEF_PARTICLE_KERNELS)
 
 MODES = ("particle", "bayes")
 
@@ -38,7 +43,7 @@ class BeliefConfig:
     relax_time_s is the particle filter's relaxation time towards the goal direction and
     bayes_relax_time_s the Bayes filter's (each chosen on the training files for its mode; the
     Bayes filter scores one observed velocity step against the next, so a shorter time suits it).
-    The motion and observation parameters are documented in ``model.py``.
+    The motion and observation parameters are listed in ``layout.py``.
     """
 
     goals: np.ndarray
@@ -65,27 +70,27 @@ class BeliefConfig:
     flow: GoalFlowField | None = None
 
     def kernel_params(self) -> np.ndarray:
-        p = np.empty(model.N_PARAMS)
-        p[model.P_RELAX] = self.bayes_relax_time_s if self.mode == "bayes" else self.relax_time_s
-        p[model.P_GOAL_NOISE] = self.goal_noise
-        p[model.P_WANDER_NOISE] = self.wander_noise
-        p[model.P_POS_SIGMA] = self.pos_sigma_m
-        p[model.P_VEL_SIGMA] = self.vel_sigma
-        p[model.P_SWITCH_RATE] = self.switch_rate_hz
-        p[model.P_ARRIVE] = self.arrive_radius_m
-        p[model.P_ESS] = self.ess_threshold
-        p[model.P_GP_WEIGHT] = self.gp_weight
-        p[model.P_GP_SIGMA] = self.gp_sigma_m
-        p[model.P_TIMEOUT] = self.track_timeout_s
-        p[model.P_VEL_REL] = self.vel_rel
+        p = np.empty(layout.N_PARAMS)
+        p[layout.P_RELAX] = self.bayes_relax_time_s if self.mode == "bayes" else self.relax_time_s
+        p[layout.P_GOAL_NOISE] = self.goal_noise
+        p[layout.P_WANDER_NOISE] = self.wander_noise
+        p[layout.P_POS_SIGMA] = self.pos_sigma_m
+        p[layout.P_VEL_SIGMA] = self.vel_sigma
+        p[layout.P_SWITCH_RATE] = self.switch_rate_hz
+        p[layout.P_ARRIVE] = self.arrive_radius_m
+        p[layout.P_ESS] = self.ess_threshold
+        p[layout.P_GP_WEIGHT] = self.gp_weight
+        p[layout.P_GP_SIGMA] = self.gp_sigma_m
+        p[layout.P_TIMEOUT] = self.track_timeout_s
+        p[layout.P_VEL_REL] = self.vel_rel
         if self.flow is None:
             # A zero field: every lookup falls back to the straight line to the goal.
-            p[model.P_FLOW_CELL], p[model.P_FLOW_SHRINK] = 1.0, 1.0
-            p[model.P_FLOW_X0], p[model.P_FLOW_Y0] = 0.0, 0.0
+            p[layout.P_FLOW_CELL], p[layout.P_FLOW_SHRINK] = 1.0, 1.0
+            p[layout.P_FLOW_X0], p[layout.P_FLOW_Y0] = 0.0, 0.0
         else:
-            p[model.P_FLOW_CELL] = self.flow.cell_m
-            p[model.P_FLOW_X0], p[model.P_FLOW_Y0] = self.flow.origin_
-            p[model.P_FLOW_SHRINK] = self.flow.shrink
+            p[layout.P_FLOW_CELL] = self.flow.cell_m
+            p[layout.P_FLOW_X0], p[layout.P_FLOW_Y0] = self.flow.origin_
+            p[layout.P_FLOW_SHRINK] = self.flow.shrink
         return p
 
 
@@ -159,7 +164,7 @@ class BeliefTracker:
         self._slot_id = np.zeros(cap, dtype=np.int64)
         self._active = np.zeros(cap, dtype=np.bool_)
         self._last_t = np.zeros(cap)
-        self._counters = np.zeros(model.N_COUNTERS, dtype=np.int64)
+        self._counters = np.zeros(layout.N_COUNTERS, dtype=np.int64)
         self._rng = new_state(cfg.seed)
         self._ll = np.zeros(max(n, h)) if cfg.mode == "particle" else np.zeros(h)
         self._ll_goal = np.zeros(h)
@@ -201,7 +206,8 @@ class BeliefTracker:
         return self._views
 
     def warmup(self) -> None:
-        """Compile (or load from numba's cache) every kernel on a throw-away copy of this tracker."""
+        """Run every kernel once on a throw-away copy of this tracker (a JIT kernel compiles or loads
+        from numba's cache on its first call; compiled ahead of time, this only touches their code)."""
         twin = BeliefTracker(BeliefConfig(**{**self.config.__dict__, "capacity": 2}))
         ids = np.array([1, 2], dtype=np.int64)
         xy = np.zeros((2, 2))
@@ -250,24 +256,24 @@ class BeliefTracker:
         if m > self._out_prob.shape[0]:
             self._grow_outputs(m)
         if self.config.mode == "particle":
-            code = particle_update(
+            code = _particles.particle_update(
                 t, ids, xy, vxy, gp, use_gp, self.goals, self._flow, self.prior, self._params, self.floor,
                 self._slot_id, self._active, self._last_t, self._px, self._py, self._pvx, self._pvy, self._w,
                 self._g, self._masses, self._counts, self._alloc, self._ll_goal, self._ll, self._sq,
                 self._scratch, self._scratch_g, self._rng, self._counters, self._out_prob, self._out_ent,
                 self._out_ess, self._out_ml, self._out_tracked, self._out_slot)
         else:
-            code = bayes_update(
+            code = _bayes.bayes_update(
                 t, ids, xy, vxy, gp, use_gp, self.goals, self._flow, self.prior, self._params, self._slot_id,
                 self._active, self._last_t, self._prob, self._state, self._ll, self._counters, self._out_prob,
                 self._out_ent, self._out_ess, self._out_ml, self._out_tracked, self._out_slot)
-        if code == model.ERR_NONFINITE:
+        if code == layout.ERR_NONFINITE:
             raise ValueError(f"t, xy, vxy or pred_mean contain NaN, infinity, positions beyond "
-                             f"+-{model.MAX_COORDINATE:g} m or speeds beyond {model.MAX_SPEED:g} m/s; "
+                             f"+-{layout.MAX_COORDINATE:g} m or speeds beyond {layout.MAX_SPEED:g} m/s; "
                              "drop those humans before update()")
-        if code == model.ERR_DUPLICATE:
+        if code == layout.ERR_DUPLICATE:
             raise ValueError("ids contain duplicates; give each human one row per update")
-        if code == model.ERR_TIME:
+        if code == layout.ERR_TIME:
             raise ValueError("a track's time went backwards; call reset() after a clock jump")
         self._clock[0] = t
         self._updates[0] += 1
@@ -282,11 +288,11 @@ class BeliefTracker:
             "particles": int(self.config.particles) if self.config.mode == "particle" else 0,
             "hypotheses": len(self.labels),
             "updates": int(self._updates[0]),
-            "pool_full_events": int(c[model.C_POOL_FULL]),
-            "resamples": int(c[model.C_RESAMPLES]),
-            "tracks_created": int(c[model.C_CREATED]),
-            "tracks_dropped": int(c[model.C_DROPPED]),
-            "particle_resets": int(c[model.C_RESETS]),
+            "pool_full_events": int(c[layout.C_POOL_FULL]),
+            "resamples": int(c[layout.C_RESAMPLES]),
+            "tracks_created": int(c[layout.C_CREATED]),
+            "tracks_dropped": int(c[layout.C_DROPPED]),
+            "particle_resets": int(c[layout.C_RESETS]),
         }
 
     def belief_of(self, pid: int) -> np.ndarray | None:
