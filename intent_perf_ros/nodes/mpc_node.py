@@ -15,6 +15,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
+from intent_perf_ros.core import aot
 from intent_perf_ros.core.cache import QP_STRUCTURES
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.mpc import hypotheses
@@ -40,6 +41,8 @@ CMD_TOPIC = "cmd_vel"
 STATUS_TOPIC = "mpc/status"
 SHORT_HORIZON, FEWER_HYPOTHESES = 1, 2  # degradation levels (core.degradation.NODE_LEVELS)
 BELIEF_TIMEOUT_S = 2.0  # an older belief of a human is not used (uniform instead)
+
+kernels = aot.load(aot.MPC_KERNELS)  # compiled ahead of time by make, else JIT
 
 
 def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
@@ -89,7 +92,15 @@ class MpcNode(Node):
         self._goal = np.array(goal[:2], dtype=np.float64)
         self._has_goal = len(goal) > 2 and goal[2] > 0.5
         self._last_predictions = -math.inf
-        self._belief_of: dict[int, tuple[np.ndarray, float]] = {}  # id -> (probabilities, received at)
+        # The latest belief per human id (store_beliefs / load_predictions kernels): ids, received at
+        # (monotonic s), number of hypotheses, probabilities; rows in use first.
+        belief_rows = 4 * self.max_humans
+        self._belief_ids = np.full(belief_rows, -1, dtype=np.int64)
+        self._belief_time = np.full(belief_rows, -math.inf)
+        self._belief_k1 = np.zeros(belief_rows, dtype=np.int64)
+        self._belief_probs = np.zeros((belief_rows, 64))
+        self._belief_rows = 0
+        self._order = np.zeros(self.max_humans, dtype=np.int64)
         self._goals = np.zeros((0, 2))
         cap = self.max_humans
         self._pred_mean = np.zeros((cap, 64, 2))
@@ -106,6 +117,10 @@ class MpcNode(Node):
 
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats,
                                     DegradationLadder(NODE_LEVELS["mpc_node"], budget_ms))
+        self._cmd = TwistStamped()
+        self._cmd.header.frame_id = self.base_frame_id
+        self._status = ControlStatus()
+        self._status.header.frame_id = self.frame_id
         self.cmd_publisher = self.create_publisher(TwistStamped, CMD_TOPIC, COMMAND_QOS)
         self.status_publisher = self.create_publisher(ControlStatus, STATUS_TOPIC, CONTROL_QOS)
         self.create_subscription(Odometry, ODOM_TOPIC, self.stats.guarded(self.on_odom), SENSOR_QOS)
@@ -144,6 +159,10 @@ class MpcNode(Node):
     def on_belief(self, msg: BeliefArray) -> None:
         self.stats.received(BELIEF_TOPIC)
         k = len(msg.goal_x) - 1  # the last hypothesis is "wandering" and has no position
+        if not 1 <= k + 1 <= self._belief_probs.shape[1]:
+            self.stats.dropped += 1
+            self.stats.warn(f"dropping beliefs over {k + 1} hypotheses: 1 to {self._belief_probs.shape[1]} expected")
+            return
         if self._goals.shape[0] != k:
             self._goals = np.zeros((k, 2))
         self._goals[:, 0] = msg.goal_x[:k]
@@ -163,11 +182,9 @@ class MpcNode(Node):
             self.stats.warn(f"dropping the beliefs of a malformed belief message: {exc}")
             return
         # Merged by id: with sharded belief nodes each message holds only its shard's humans.
-        now = time.monotonic()
-        probabilities = fields["probabilities"]
-        self._belief_of.update({int(i): (probabilities[row], now) for row, i in enumerate(fields["ids"])})
-        if len(self._belief_of) > 4 * self.max_humans:  # forget humans whose belief went stale
-            self._belief_of = {i: e for i, e in self._belief_of.items() if now - e[1] < BELIEF_TIMEOUT_S}
+        self._belief_rows = kernels.store_beliefs(self._belief_ids, self._belief_time, self._belief_k1,
+                                                  self._belief_probs, self._belief_rows, fields["ids"],
+                                                  fields["probabilities"], time.monotonic())
 
     def on_predictions(self, msg: IntentPredictionArray) -> None:
         start = time.perf_counter_ns()
@@ -214,27 +231,15 @@ class MpcNode(Node):
         merged = fields[0] if len(fields) == 1 else \
             {name: np.concatenate([f[name][:, :steps] if f[name].ndim == 3 else f[name] for f in fields])
              for name in fields[0]}
-        # In id order: shards' messages arrive in any order, and the QP's constraint order (hence OSQP's
-        # iterates) must not depend on it, so that sharded and unsharded stacks plan the same. Above
-        # max_humans the highest ids are left out (counted).
-        order = np.argsort(merged["ids"], kind="stable")
-        if order.size > self.max_humans:
-            self.stats.dropped += order.size - self.max_humans
-            order = order[:self.max_humans]
-        n = order.size
-        self._pred_mean[:n, :steps] = merged["mean"][order, :steps]
-        self._pred_var[:n, :steps] = merged["variance"][order, :steps]
-        self._xy[:n] = merged["state"][order, :2]
-        self._vxy[:n] = merged["state"][order, 2:]
-        k1 = self._goals.shape[0] + 1
-        if k1 > 1:
-            now = time.monotonic()
-            for row, human in enumerate(merged["ids"][order]):
-                entry = self._belief_of.get(int(human))
-                if entry is not None and entry[0].shape[0] == k1 and now - entry[1] < BELIEF_TIMEOUT_S:
-                    self._probs[row, :k1] = entry[0]
-                else:  # no belief yet for this human: uniform over the goals and "wandering"
-                    self._probs[row, :k1] = 1.0 / k1
+        # In id order (load_predictions): shards' messages arrive in any order, and the QP's constraint
+        # order (hence OSQP's iterates) must not depend on it, so that sharded and unsharded stacks plan
+        # the same. Above max_humans the highest ids are left out (counted).
+        n = kernels.load_predictions(merged["ids"], merged["state"], merged["mean"], merged["variance"], steps,
+                                     self._belief_ids, self._belief_time, self._belief_k1, self._belief_probs,
+                                     self._belief_rows, time.monotonic(), BELIEF_TIMEOUT_S,
+                                     self._goals.shape[0] + 1, self._order, self._pred_mean, self._pred_var,
+                                     self._xy, self._vxy, self._probs)
+        self.stats.dropped += merged["ids"].shape[0] - n
         return n, steps
 
     def _expand(self, n: int, steps: int, pred_dt: float, use_belief: bool) -> int:
@@ -266,17 +271,15 @@ class MpcNode(Node):
             self.stats.errors += 1
             self.stats.warn(f"controller failed, commanding a stop: {exc!r}")
             result = ControlResult(v=0.0, omega=0.0, mode=Mode.STOP, solver_status=f"exception: {type(exc).__name__}")
-        cmd = TwistStamped()
-        cmd.header.stamp.sec, cmd.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-        cmd.header.frame_id = self.base_frame_id
+        cmd, status = self._cmd, self._status  # reused: publish serialises them before returning
+        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+        cmd.header.stamp.sec, cmd.header.stamp.nanosec = sec, nanosec
         cmd.twist.linear.x = float(result.v)
         cmd.twist.angular.z = float(result.omega)
         self.cmd_publisher.publish(cmd)
         # Only commands answering an observation have an end-to-end latency; watchdog ones answer the clock.
         self.stats.sent(CMD_TOPIC, stamp_ns if input_age_s == 0.0 else None)
-        status = ControlStatus()
-        status.header = cmd.header
-        status.header.frame_id = self.frame_id
+        status.header.stamp.sec, status.header.stamp.nanosec = sec, nanosec
         status.mode = int(result.mode)
         status.solver_status = result.solver_status
         status.iterations = int(result.iterations)

@@ -240,3 +240,80 @@ def expand_hypotheses_into(
             out_var[written] = pred_var[i]
             written += 1
     return written
+
+
+@njit("i8(i8[:], f8[:], i8[:], f8[:, :], i8, u4[:], f8[:, :], f8)", cache=True, nogil=True)
+def store_beliefs(table_ids, table_time, table_k1, table_probs, used, ids, probs, now):  # pragma: no cover
+    """Write each human's belief row ``probs[i]`` (K+1 hypotheses) into the table under ``ids[i]``, received
+    at ``now``: its row if the id has one, else the next unused row, else the stalest row. Returns the
+    number of rows in use. The table keeps the latest belief of every human the MPC may have to load."""
+    cap, k1 = table_ids.shape[0], probs.shape[1]
+    for i in range(ids.shape[0]):
+        row = -1
+        for j in range(used):
+            if table_ids[j] == ids[i]:
+                row = j
+                break
+        if row < 0:
+            if used < cap:
+                row = used
+                used += 1
+            else:
+                row = 0
+                for j in range(1, cap):
+                    if table_time[j] < table_time[row]:
+                        row = j
+        table_ids[row] = ids[i]
+        table_time[row] = now
+        table_k1[row] = k1
+        for k in range(k1):
+            table_probs[row, k] = probs[i, k]
+    return used
+
+
+@njit(
+    "i8(u4[:], f8[:, :], f8[:, :, :], f8[:, :, :], i8, i8[:], f8[:], i8[:], f8[:, :], i8, f8, f8, i8, "
+    "i8[:], f8[:, :, :], f8[:, :, :], f8[:, :], f8[:, :], f8[:, :])",
+    cache=True,
+    nogil=True,
+)
+def load_predictions(
+    ids, state, mean, var, steps, table_ids, table_time, table_k1, table_probs, used, now, timeout, k1, order,
+    out_mean, out_var, out_xy, out_vxy, out_probs
+):  # pragma: no cover - numba
+    """Copy the humans with the ``order.shape[0]`` smallest ids (in id order, ties in arrival order: the
+    QP's constraint order must not depend on the order shards arrive in) into the outputs: mean and
+    variance of the first ``steps`` steps, position, velocity, and with ``k1`` > 1 hypotheses the
+    belief stored for that id when it has ``k1`` entries and is younger than ``timeout``, else uniform.
+    Returns how many were copied; the rest (the highest ids) are left out."""
+    cap, n = order.shape[0], 0
+    if cap == 0:
+        return 0
+    for i in range(ids.shape[0]):  # insertion into the sorted prefix, keeping the cap smallest
+        if n == cap and ids[i] >= ids[order[n - 1]]:
+            continue
+        pos = n if n < cap else cap - 1  # when full, the largest is overwritten
+        while pos > 0 and ids[order[pos - 1]] > ids[i]:
+            order[pos] = order[pos - 1]
+            pos -= 1
+        order[pos] = i
+        if n < cap:
+            n += 1
+    for r in range(n):
+        src = order[r]
+        for t in range(steps):
+            for c in range(2):
+                out_mean[r, t, c] = mean[src, t, c]
+                out_var[r, t, c] = var[src, t, c]
+        out_xy[r, 0], out_xy[r, 1] = state[src, 0], state[src, 1]
+        out_vxy[r, 0], out_vxy[r, 1] = state[src, 2], state[src, 3]
+        if k1 > 1:
+            row = -1
+            for j in range(used):
+                if table_ids[j] == ids[src]:
+                    row = j
+                    break
+            fresh = row >= 0 and table_k1[row] == k1 and now - table_time[row] < timeout
+            for k in range(k1):
+                out_probs[r, k] = table_probs[row, k] if fresh else 1.0 / k1
+    return n
