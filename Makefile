@@ -57,12 +57,14 @@ $(STAMP)/package: setup.py $(STAMP)/msgs
 	  -e . --config-settings editable_mode=compat
 	@touch $@
 
-# The MPC's and the belief tracker's numba kernels compiled ahead of time (core/aot.py): mpc_node and
-# belief_node then run without numba and LLVM, about 110-120 MB less RSS each. Without this build
-# they use the JIT. Every source compiled into a kernel module is listed (a stale build is never
-# used, but only this list makes make rebuild it).
+# The numba kernels of the MPC, the belief tracker and the GP predictor (with its track histories and
+# input sanitizer) compiled ahead of time (core/aot.py): mpc_node, belief_node and gp_inference_node
+# then run without numba and LLVM, about 110-120 MB less RSS each. Without this build they use the
+# JIT. Every source compiled into a kernel module is listed (a stale build is never used, but only
+# this list makes make rebuild it).
 BELIEF_KERNELS := $(addprefix intent_perf_ros/core/belief/,bayes.py particles.py model.py layout.py resample.py rng.py)
-KERNELS := intent_perf_ros/core/mpc/kernels.py $(BELIEF_KERNELS) intent_perf_ros/core/aot.py
+GP_KERNELS := intent_perf_ros/core/gp/loops.py $(addprefix intent_perf_ros/core/,input_kernels.py sharding.py)
+KERNELS := intent_perf_ros/core/mpc/kernels.py $(BELIEF_KERNELS) $(GP_KERNELS) intent_perf_ros/core/aot.py
 $(STAMP)/kernels: $(KERNELS) $(STAMP)/package
 	$(VENV)/bin/intent-perf build-kernels
 	@touch $@

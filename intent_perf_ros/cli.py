@@ -25,7 +25,8 @@ DELEGATED = {
     "bench-floor": ("intent_perf_ros.bench.floor",
                     "the bench's topology with relays doing no work: the latency floor of this machine"),
     "build-kernels": ("intent_perf_ros.core.aot",
-                      "compile the MPC and belief kernels ahead of time (make does it): those nodes run without numba"),
+                      "compile the MPC, belief and GP kernels ahead of time (make does it): mpc_node, belief_node "
+                      "and gp_inference_node run without numba"),
 }
 
 

@@ -28,7 +28,9 @@ from types import ModuleType
 MPC_KERNELS = "intent_perf_ros.core.mpc.kernels"
 BELIEF_BAYES_KERNELS = "intent_perf_ros.core.belief.bayes"
 BELIEF_PARTICLE_KERNELS = "intent_perf_ros.core.belief.particles"
-KERNEL_MODULES = (MPC_KERNELS, BELIEF_BAYES_KERNELS, BELIEF_PARTICLE_KERNELS)
+GP_KERNELS = "intent_perf_ros.core.gp.loops"
+INPUT_KERNELS = "intent_perf_ros.core.input_kernels"  # TrackHistory and HumanSanitizer (gp_inference_node)
+KERNEL_MODULES = (MPC_KERNELS, BELIEF_BAYES_KERNELS, BELIEF_PARTICLE_KERNELS, GP_KERNELS, INPUT_KERNELS)
 PREFIX = "_aot_"
 
 
@@ -111,6 +113,9 @@ def exported_kernels(module: ModuleType) -> dict[str, object]:
             if len(value.nopython_signatures) != 1:
                 raise ValueError(f"{module.__name__}.{name} has {len(value.nopython_signatures)} signatures; "
                                  "an ahead-of-time kernel needs exactly one")
+            if value.targetoptions.get("fastmath"):  # pycc compiles its exports without it, silently
+                raise ValueError(f"{module.__name__}.{name} uses fastmath, which numba.pycc ignores: move its "
+                                 "body into a fastmath helper (lazily typed @njit) that it calls")
             kernels[name] = value
     return kernels
 

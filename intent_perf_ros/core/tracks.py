@@ -13,100 +13,13 @@ humans that appeared last are the ones that matter. An id whose position jumps f
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from intent_perf_ros.core import aot
 
-@numba.njit(cache=True)
-def _append(raw, heads, counts, grid_counts, slots, t, xy, n, max_speed, jumps):  # pragma: no cover - compiled
-    ring = raw.shape[1]
-    for i in range(n):
-        s = slots[i]
-        h = heads[s]
-        if counts[s] > 0:  # an id whose position jumps faster than anyone walks is a new person
-            last = (h - 1) % ring
-            dt = t - raw[s, last, 0]
-            dist = np.hypot(xy[i, 0] - raw[s, last, 1], xy[i, 1] - raw[s, last, 2])
-            if dist > max_speed * max(dt, 1e-3):
-                counts[s] = 0
-                grid_counts[s] = -1
-                jumps[0] += 1
-        raw[s, h, 0] = t
-        raw[s, h, 1] = xy[i, 0]
-        raw[s, h, 2] = xy[i, 1]
-        heads[s] = (h + 1) % ring
-        if counts[s] < ring:
-            counts[s] += 1
-
-
-@numba.njit(cache=True)
-def _append_grid(grid, grid_counts, grid_last, prev, slots, t, xy, n, step_dt, pending, pending_n):  # pragma: no cover
-    """Interpolate each track onto the grid k*step_dt; copy completed windows into ``pending``."""
-    window = grid.shape[1]
-    for i in range(n):
-        s = slots[i]
-        k_now = np.int64(np.floor(t / step_dt))
-        if grid_counts[s] < 0:  # first observation of this slot: start the grid here
-            grid_last[s] = k_now
-            grid_counts[s] = 0
-        else:
-            t0, x0, y0 = prev[s, 0], prev[s, 1], prev[s, 2]
-            for k in range(grid_last[s] + 1, k_now + 1):
-                tk = k * step_dt
-                w = (tk - t0) / (t - t0) if t > t0 else 1.0
-                c = grid_counts[s]
-                if c == window:  # shift left by one: windows overlap by window-1 samples
-                    for j in range(window - 1):
-                        grid[s, j, 0] = grid[s, j + 1, 0]
-                        grid[s, j, 1] = grid[s, j + 1, 1]
-                    c -= 1
-                grid[s, c, 0] = x0 + w * (xy[i, 0] - x0)
-                grid[s, c, 1] = y0 + w * (xy[i, 1] - y0)
-                grid_counts[s] = c + 1
-                if c + 1 == window and pending_n[0] < pending.shape[0]:
-                    p = pending_n[0]
-                    for j in range(window):
-                        pending[p, j, 0] = grid[s, j, 0]
-                        pending[p, j, 1] = grid[s, j, 1]
-                    pending_n[0] = p + 1
-            if k_now > grid_last[s]:
-                grid_last[s] = k_now
-        prev[s, 0] = t
-        prev[s, 1] = xy[i, 0]
-        prev[s, 2] = xy[i, 1]
-
-
-@numba.njit(cache=True)
-def _resample(raw, heads, counts, slots, vxy, n, step_dt, out):  # pragma: no cover - compiled
-    ring = raw.shape[1]
-    obs = out.shape[1]
-    for i in range(n):
-        s = slots[i]
-        c = counts[s]
-        newest = (heads[s] - 1) % ring
-        t_new = raw[s, newest, 0]
-        oldest = (heads[s] - c) % ring
-        j = newest  # walks back monotonically as target times decrease
-        back = 0
-        for k in range(obs - 1, -1, -1):
-            tk = t_new - (obs - 1 - k) * step_dt
-            while back < c - 1 and raw[s, j, 0] > tk:
-                j = (j - 1) % ring
-                back += 1
-            if raw[s, j, 0] > tk or c == 1:  # before the first observation: constant velocity backwards
-                t0 = raw[s, oldest, 0]
-                out[i, k, 0] = raw[s, oldest, 1] - vxy[i, 0] * (t0 - tk)
-                out[i, k, 1] = raw[s, oldest, 2] - vxy[i, 1] * (t0 - tk)
-            elif back == 0:
-                out[i, k, 0] = raw[s, j, 1]
-                out[i, k, 1] = raw[s, j, 2]
-            else:
-                nxt = (j + 1) % ring
-                t0 = raw[s, j, 0]
-                t1 = raw[s, nxt, 0]
-                w = (tk - t0) / (t1 - t0) if t1 > t0 else 1.0
-                out[i, k, 0] = raw[s, j, 1] + w * (raw[s, nxt, 1] - raw[s, j, 1])
-                out[i, k, 1] = raw[s, j, 2] + w * (raw[s, nxt, 2] - raw[s, j, 2])
+# The loops (append, append_grid, resample) compiled ahead of time by make (core/aot.py: then no numba
+# in this process), else the JIT module.
+_kernels = aot.load(aot.INPUT_KERNELS)
 
 
 class TrackHistory:
@@ -166,6 +79,7 @@ class TrackHistory:
         ``out_of_order``) and its slot is still reported so it gets a prediction. Returns ``n``.
         """
         self._expire(t)
+        xy = _float64_rows(xy, n, "xy")
         for i in range(n):
             self.slots[i] = self._slot_for(int(ids[i]), self.slots[:i])
         fresh = self._last_seen[self.slots[:n]] < t
@@ -173,21 +87,25 @@ class TrackHistory:
             self.out_of_order += int(n - fresh.sum())
             order = np.flatnonzero(fresh)
             fresh_slots = self.slots[order]
-            _append(self._raw, self._heads, self._counts, self._grid_counts, fresh_slots, t, xy[order], len(order),
-                    self.max_speed, self._jumps)
-            _append_grid(self._grid, self._grid_counts, self._grid_last, self._prev, fresh_slots, t,
-                         xy[order], len(order), self.step_dt, self._pending, self._pending_n)
+            _kernels.append(self._raw, self._heads, self._counts, self._grid_counts, fresh_slots, t, xy[order],
+                            len(order), self.max_speed, self._jumps)
+            _kernels.append_grid(self._grid, self._grid_counts, self._grid_last, self._prev, fresh_slots, t,
+                                 xy[order], len(order), self.step_dt, self._pending, self._pending_n)
         else:
-            _append(self._raw, self._heads, self._counts, self._grid_counts, self.slots, t, xy, n, self.max_speed,
-                    self._jumps)
-            _append_grid(self._grid, self._grid_counts, self._grid_last, self._prev, self.slots, t, xy, n,
-                         self.step_dt, self._pending, self._pending_n)
+            _kernels.append(self._raw, self._heads, self._counts, self._grid_counts, self.slots, t, xy, n,
+                            self.max_speed, self._jumps)
+            _kernels.append_grid(self._grid, self._grid_counts, self._grid_last, self._prev, self.slots, t, xy, n,
+                                 self.step_dt, self._pending, self._pending_n)
         self._last_seen[self.slots[:n]] = np.maximum(self._last_seen[self.slots[:n]], t)
         return n
 
     def history(self, vxy: np.ndarray, n: int, out: np.ndarray) -> None:
-        """Write the resampled histories of the humans of the last ``observe`` into ``out[:n]``."""
-        _resample(self._raw, self._heads, self._counts, self.slots, vxy, n, self.step_dt, out)
+        """Write the resampled histories of the humans of the last ``observe`` into ``out[:n]``, a float64
+        (>= n, obs_steps, 2) array."""
+        if out.dtype != np.float64 or out.ndim != 3 or out.shape[0] < n or out.shape[1:] != (self.obs_steps, 2):
+            raise TypeError(f"out must be a float64 (>= {n}, {self.obs_steps}, 2) array, got {out.dtype} {out.shape}")
+        _kernels.resample(self._raw, self._heads, self._counts, self.slots, _float64_rows(vxy, n, "vxy"), n,
+                          self.step_dt, out)
 
     def take_windows(self) -> np.ndarray:
         """Completed training windows since the last call (a view valid until the next observe)."""
@@ -227,3 +145,11 @@ class TrackHistory:
         self._id_of[slot] = -1
         self._last_seen[slot] = -np.inf
         self._free.append(slot)
+
+
+def _float64_rows(a: np.ndarray, n: int, name: str) -> np.ndarray:
+    """``a`` as a float64 (M >= n, 2) array (no copy when it is one): the compiled loops check no types."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] < n:
+        raise ValueError(f"{name} must be (M >= {n}, 2), got shape {a.shape}")
+    return a

@@ -14,48 +14,11 @@ Humans that belong to another shard (``core.sharding``) are skipped without bein
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from intent_perf_ros.core.sharding import shard_of
+from intent_perf_ros.core import aot
 
-
-@numba.njit(cache=True)
-def _sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, max_abs_position, max_speed,
-              out):  # pragma: no cover - compiled
-    dropped = 0
-    repaired = 0
-    keep = 0
-    for i in range(n):
-        if shard_count > 1 and shard_of(ids[i], shard_count) != shard_index:
-            continue
-        if not (abs(xy[i, 0]) <= max_abs_position and abs(xy[i, 1]) <= max_abs_position):  # NaN fails too
-            dropped += 1
-            continue
-        duplicate = False
-        for j in range(i + 1, n):
-            if ids[j] == ids[i] and abs(xy[j, 0]) <= max_abs_position and abs(xy[j, 1]) <= max_abs_position:
-                duplicate = True
-                break
-        if duplicate:
-            dropped += 1
-            continue
-        if keep >= capacity:
-            dropped += 1
-            continue
-        if not (vxy[i, 0] * vxy[i, 0] + vxy[i, 1] * vxy[i, 1] <= max_speed * max_speed):  # NaN/inf fail
-            vxy[i, 0] = 0.0
-            vxy[i, 1] = 0.0
-            repaired += 1
-        ids[keep] = ids[i]
-        xy[keep, 0] = xy[i, 0]
-        xy[keep, 1] = xy[i, 1]
-        vxy[keep, 0] = vxy[i, 0]
-        vxy[keep, 1] = vxy[i, 1]
-        keep += 1
-    out[0] = keep
-    out[1] = dropped
-    out[2] = repaired
+_kernels = aot.load(aot.INPUT_KERNELS)  # ``sanitize``, compiled ahead of time by make (core/aot.py), else JIT
 
 
 class HumanSanitizer:
@@ -78,9 +41,16 @@ class HumanSanitizer:
         self.apply(ids, xy, xy.copy(), 2)
 
     def apply(self, ids: np.ndarray, xy: np.ndarray, vxy: np.ndarray, n: int) -> tuple[int, int, int]:
-        """Compact the valid rows of the first ``n`` to the front; return ``(n_valid, dropped, repaired)``."""
-        _sanitize(ids, xy, vxy, n, self.capacity, self.shard_index, self.shard_count, self.max_abs_position,
-                  self.max_speed, self._out)
+        """Compact the valid rows of the first ``n`` to the front; return ``(n_valid, dropped, repaired)``.
+
+        Works in place on int64 ``ids`` (M,) and float64 ``xy``, ``vxy`` (M, 2), M >= n.
+        """
+        if ids.dtype != np.int64 or xy.dtype != np.float64 or vxy.dtype != np.float64 or ids.ndim != 1 \
+                or xy.ndim != 2 or vxy.ndim != 2 or xy.shape[1] != 2 or vxy.shape[1] != 2 \
+                or min(len(ids), len(xy), len(vxy)) < n:
+            raise TypeError("apply() works in place on int64 ids (M,) and float64 xy, vxy (M, 2) with M >= n")
+        _kernels.sanitize(ids, xy, vxy, n, self.capacity, self.shard_index, self.shard_count, self.max_abs_position,
+                          self.max_speed, self._out)
         return int(self._out[0]), int(self._out[1]), int(self._out[2])
 
 

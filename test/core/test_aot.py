@@ -39,11 +39,16 @@ CLOSED_LOOP = textwrap.dedent("""
 """)
 
 
-def _closed_loop(kernels: str) -> dict:
+def _run(script: str, kernels: str) -> str:
+    """``script``'s standard output, run in a fresh interpreter with INTENT_PERF_KERNELS=``kernels``."""
     env = dict(os.environ, INTENT_PERF_KERNELS=kernels, OPENBLAS_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", CLOSED_LOOP], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def _closed_loop(kernels: str) -> dict:
+    return json.loads(_run(CLOSED_LOOP, kernels))
 
 
 def test_make_built_the_mpc_kernels_and_they_run_the_mpc_like_the_jit_without_numba():
@@ -107,10 +112,7 @@ BELIEF_RUN = textwrap.dedent("""
 
 
 def _belief_run(kernels: str) -> dict:
-    env = dict(os.environ, INTENT_PERF_KERNELS=kernels, OPENBLAS_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", BELIEF_RUN], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(_run(BELIEF_RUN, kernels))
 
 
 def test_make_built_the_belief_kernels_and_they_track_like_the_jit_without_numba():
@@ -140,11 +142,135 @@ def test_every_kernel_the_belief_tracker_calls_is_exported():
 
 @pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="needs rclpy")
 def test_belief_node_imports_without_numba_when_the_kernels_are_built():
-    code = "import sys, intent_perf_ros.nodes.belief_node; print('numba' in sys.modules)"
-    env = dict(os.environ, INTENT_PERF_KERNELS="", OPENBLAS_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False", "run `make` (intent-perf build-kernels)"
+    out = _run("import sys, intent_perf_ros.nodes.belief_node; print('numba' in sys.modules)", "")
+    assert out.strip() == "False", "run `make` (intent-perf build-kernels)"
+
+
+# gp_inference_node's path in both modes: sanitizer -> track histories -> predictions -> online learning, for a
+# small predictor fitted on three synthetic places (leave-one-place-out validation and place tuning run too) in
+# float64 (a sparse motion GP, as the stored default model) and float32 (exact: the _f4 twins, batches of 20 on
+# the triangular-solve path). Twenty walkers, one of them with a NaN position, one repeated, one too fast, one
+# leaving, one id that jumps; online_capacity 40 so that the place GP drops old windows as well as appending.
+GP_RUN = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from intent_perf_ros.core import tracks as tracks_module, validation as validation_module
+    from intent_perf_ros.core.gp import kernels as gp_module
+    from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor
+    from intent_perf_ros.core.tracks import TrackHistory
+    from intent_perf_ros.core.validation import HumanSanitizer
+
+    def place_windows(n, place, seed):
+        r = np.random.default_rng(seed)
+        turn = r.normal(0.0, 0.08, (n, 20)) + 0.04 * (place - 1)
+        heading = r.uniform(-np.pi, np.pi, (n, 1)) + np.cumsum(turn, axis=1)
+        step = 0.4 * r.uniform(0.4, 1.6, (n, 1, 1)) * np.stack([np.cos(heading), np.sin(heading)], axis=-1)
+        return r.uniform(-8.0, 8.0, (n, 1, 2)) + np.cumsum(step, axis=1)
+
+    windows = np.concatenate([place_windows(120, g, 10 + g) for g in range(3)])
+    groups, frames = np.repeat(np.arange(3), 120), np.tile(np.arange(120), 3)
+    rng = np.random.default_rng(5)
+    start, vel = rng.uniform(-6.0, 6.0, (20, 2)), rng.normal(0.0, 0.8, (20, 2))
+    out = {"kernels": [gp_module._LOOPS.__name__, tracks_module._kernels.__name__,
+                       validation_module._kernels.__name__]}
+    for dtype, sparse_threshold in (("float64", 200), ("float32", 4000)):
+        cfg = PredictorConfig(max_train=300, hyperopt_points=100, hyperopt_restarts=0, calibration_points=100,
+                              sparse_threshold=sparse_threshold, n_inducing=50, max_humans=24, online_capacity=40,
+                              dtype=dtype)
+        pred = TrajectoryPredictor(cfg).fit(windows, groups, frames)
+        pred.warmup()
+        tracks = TrackHistory(capacity=24, obs_steps=8, step_dt=0.4, window=20, timeout_s=1.0)
+        tracks.warmup()
+        sanitizer = HumanSanitizer(24)
+        sanitizer.warmup()
+        hist, mean, var = np.zeros((24, 8, 2)), np.zeros((24, 12, 2)), np.zeros((24, 12, 2))
+        trace = []
+        for k in range(45):
+            t = 0.4 * k
+            rows = [j for j in range(20) if not (j == 3 and 12 <= k < 20)]  # walker 3 leaves (timeout), returns
+            ids = np.array([100 + j for j in rows] + ([105] if k == 7 else []), dtype=np.int64)
+            xy = start[rows] + t * vel[rows] + 0.03 * rng.standard_normal((len(rows), 2))
+            vxy = vel[rows] + 0.05 * rng.standard_normal((len(rows), 2))
+            if k == 7:  # id 105 twice: the later entry wins
+                xy, vxy = np.vstack([xy, xy[5] + 0.1]), np.vstack([vxy, vxy[5]])
+            if k == 5:
+                xy[2, 0] = np.nan
+            if k == 9:
+                vxy[4] = 50.0
+            if k >= 25:  # walker 0's id jumps across the scene: a new history
+                xy[0] += 30.0
+            n, dropped, repaired = sanitizer.apply(ids, xy, vxy, len(ids))
+            tracks.observe(t, ids, xy, n)
+            tracks.history(vxy, n, hist)
+            pred.predict(hist[:n], mean[:n], var[:n])
+            learned = tracks.take_windows()
+            if len(learned):
+                keep = np.linspace(0, len(learned) - 1, min(4, len(learned))).round().astype(np.intp)
+                pred.add_windows(learned[keep])
+            trace.append([n, dropped, repaired, len(learned)] + hist[:n].ravel().tolist() + mean[:n].ravel().tolist()
+                         + var[:n].ravel().tolist())
+        out[dtype] = {"trace": trace, "stats": pred.stats(), "learned": pred.learned_windows().ravel().tolist(),
+                      "tracks": [tracks.evictions, tracks.timeouts, tracks.jumps, tracks.out_of_order]}
+    out["numba"] = "numba" in sys.modules
+    print(json.dumps(out))
+""")
+
+
+def _gp_run(kernels: str) -> dict:
+    return json.loads(_run(GP_RUN, kernels))
+
+
+def test_make_built_the_gp_kernels_and_they_predict_and_learn_like_the_jit_without_numba():
+    jit, compiled = _gp_run("jit"), _gp_run("")
+    modules = [aot.GP_KERNELS, aot.INPUT_KERNELS, aot.INPUT_KERNELS]
+    assert jit["kernels"] == modules and jit["numba"]
+    assert compiled["kernels"] == [aot.compiled_name(name) for name in modules], \
+        "run `make` (intent-perf build-kernels)"
+    assert not compiled["numba"]
+    for dtype in ("float64", "float32"):
+        got, want = compiled[dtype], jit[dtype]
+        assert got["stats"] == want["stats"] and got["tracks"] == want["tracks"]
+        assert got["stats"]["sparse"] == (dtype == "float64") and got["stats"]["n_online"] == 40  # dropped too
+        assert got["tracks"][1] > 0 and got["tracks"][2] > 0  # a timeout and a jump
+        assert [row[:4] for row in got["trace"]] == [row[:4] for row in want["trace"]]
+        assert sum(row[1] for row in got["trace"]) == 2 and sum(row[2] for row in got["trace"]) == 1
+        assert max(row[0] for row in got["trace"]) == 20 and sum(row[3] > 0 for row in got["trace"]) > 20
+        # Bit for bit until the place GP learns: its updates keep fastmath (loops.py), which the build
+        # vectorises for any x86-64 and the JIT for this CPU, so the sums round differently from then on.
+        learning = next(k for k, row in enumerate(got["trace"]) if row[3] > 0) + 1
+        tol = 1e-12 if dtype == "float64" else 1e-5  # float32: its rounding (metres, m^2 of order 1-10)
+        for k, (row_got, row_want) in enumerate(zip(got["trace"], want["trace"], strict=True)):
+            if k <= learning:
+                assert row_got == row_want, k
+            np.testing.assert_allclose(row_got, row_want, rtol=tol, atol=tol)
+        assert got["learned"] == want["learned"]
+
+
+def test_every_kernel_gp_inference_node_calls_is_exported():
+    from intent_perf_ros.core import input_kernels
+    from intent_perf_ros.core.gp import kernels, loops
+
+    twins = {name + "_f4" for name in kernels._DTYPE_LOOPS}
+    assert set(aot.exported_kernels(loops)) == set(kernels._DTYPE_LOOPS) | twins | {"all_finite"}
+    assert set(aot.exported_kernels(input_kernels)) == {"append", "append_grid", "resample", "sanitize"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="needs rclpy")
+def test_gp_inference_node_imports_without_numba_or_scipy_optimize_when_the_kernels_are_built():
+    out = _run("import sys, intent_perf_ros.nodes.gp_inference_node; "
+               "print('numba' in sys.modules, 'scipy.optimize' in sys.modules)", "")
+    assert out.split() == ["False", "False"], "run `make` (intent-perf build-kernels)"
+
+
+def test_pycc_would_drop_fastmath_so_a_fastmath_kernel_is_refused(tmp_path, monkeypatch):
+    package = tmp_path / "aot_fast"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "kern.py").write_text("from numba import njit\n\n\n@njit('f8(f8)', fastmath=True)\ndef twice(x):\n"
+                                     "    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="fastmath"):
+        aot.build("aot_fast.kern")
 
 
 def test_an_edited_kernel_source_is_not_served_by_its_old_build(tmp_path, monkeypatch):

@@ -216,16 +216,16 @@ def test_motion_factors_below_the_minimum_fall_back_to_constant_velocity() -> No
 
 
 def test_refit_on_the_same_windows_reuses_the_fitted_hyperparameters(monkeypatch) -> None:
-    import intent_perf_ros.core.gp.predictor as predictor_module
+    import intent_perf_ros.core.gp.hyperopt as hyperopt_module  # imported by fit() only (scipy.optimize)
 
     calls = []
-    real = predictor_module.fit_hyperparameters
+    real = hyperopt_module.fit_hyperparameters
 
     def counting_fit(groups, **kw):
         calls.append(kw)
         return real(groups, **kw)
 
-    monkeypatch.setattr(predictor_module, "fit_hyperparameters", counting_fit)
+    monkeypatch.setattr(hyperopt_module, "fit_hyperparameters", counting_fit)
     windows = curved_windows(200, 11)
     first = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(windows)
     again = TrajectoryPredictor(PredictorConfig(**SMALL)).fit(windows.copy())

@@ -22,13 +22,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from intent_perf_ros.core.gp.kernels import (
-    RBFParams,
-    quad_variance_into,
-    rbf,
-    rbf_cross_into,
-    variance_from_solve_into,
-)
+from intent_perf_ros.core.gp.kernels import RBFParams, gp_loops, rbf, rbf_cross_into
 from intent_perf_ros.core.gp.linalg import (
     cho_solve,
     cholesky_jittered,
@@ -143,8 +137,9 @@ class ExactGP:
     ) -> None:
         """Posterior mean (M, P) and variance (M,) of the first M = len(xq) queries, in place.
 
-        ``xq`` must already be validated, C-contiguous and of the model dtype. Variance is that of
-        an observation when ``include_noise`` (latent variance + noise), clipped at zero.
+        ``xq`` must already be validated, C-contiguous and of the model dtype, and so must the outputs
+        (the compiled loops check no types). Variance is that of an observation when ``include_noise``
+        (latent variance + noise), clipped at zero.
         """
         m = xq.shape[0]
         if m == 0:
@@ -161,11 +156,11 @@ class ExactGP:
             kq = self._product[: m * n].reshape(m, n)
             np.dot(ks, self.alpha_c_, out=out_mean)  # mean = k_*^T K^-1 Y
             symmetric_product_into(self.k_inv_, ks, kq)  # kq = k_*^T K^-1
-            quad_variance_into(ks, kq, m, prior, out_var)  # var = k** - k_*^T K^-1 k_*
+            gp_loops(ks.dtype).quad_variance_into(ks, kq, m, prior, out_var)  # var = k** - k_*^T K^-1 k_*
             return
         trsm_lower_inplace(self.L_, ks.T)  # R&W Alg. 2.1 line 5: v = L \ k_*, in place (ks.T is Fortran)
         np.dot(ks, self.beta_, out=out_mean)  # line 4: mean = k_*^T alpha = v^T (L^-1 Y)
-        variance_from_solve_into(ks.T, m, prior, out_var)  # line 6
+        gp_loops(ks.dtype).variance_from_solve_into(ks.T, m, prior, out_var)  # line 6
 
     def predict(self, xq: np.ndarray, include_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Allocating convenience wrapper around ``predict_into`` (validates the queries)."""

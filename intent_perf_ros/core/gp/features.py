@@ -20,93 +20,20 @@ unsteadiness is what transfers to a place recorded differently (ETH: 2-5x the ot
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from intent_perf_ros.core.gp.kernels import gp_loops
 
 MOTION_LAGS = (1, 2, 4, 6)  # default velocities v_{t-lag} used besides the current one
 N_PLACE = 5
-_MIN_SPEED_STEP = 1e-3  # metres per step below which the heading is taken from a longer baseline
-
-
-@numba.njit(cache=True)
-def features_into(hist, m, dt, lags, motion, place, rot):  # pragma: no cover - compiled
-    """Fill motion (m, 1 + 2 len(lags)), place (m, 5) features and rot (m, 2) = (cos, sin) of the heading."""
-    t = hist.shape[1] - 1
-    for i in range(m):
-        vx = hist[i, t, 0] - hist[i, t - 1, 0]
-        vy = hist[i, t, 1] - hist[i, t - 1, 1]
-        hx, hy = vx, vy
-        norm = np.sqrt(hx * hx + hy * hy)
-        if norm < _MIN_SPEED_STEP:
-            # standing still: heading from the whole observed displacement, else the world x axis
-            hx = hist[i, t, 0] - hist[i, 0, 0]
-            hy = hist[i, t, 1] - hist[i, 0, 1]
-            norm = np.sqrt(hx * hx + hy * hy)
-            if norm < _MIN_SPEED_STEP:
-                hx, hy, norm = 1.0, 0.0, 1.0
-        c = hx / norm
-        s = hy / norm
-        rot[i, 0] = c
-        rot[i, 1] = s
-        motion[i, 0] = (c * vx + s * vy) / dt
-        for j in range(lags.shape[0]):
-            lag = lags[j]
-            ux = hist[i, t - lag, 0] - hist[i, t - lag - 1, 0]
-            uy = hist[i, t - lag, 1] - hist[i, t - lag - 1, 1]
-            motion[i, 1 + 2 * j] = (c * ux + s * uy) / dt
-            motion[i, 2 + 2 * j] = (-s * ux + c * uy) / dt
-        place[i, 0] = hist[i, t, 0]
-        place[i, 1] = hist[i, t, 1]
-        place[i, 2] = c
-        place[i, 3] = s
-        place[i, 4] = np.sqrt(vx * vx + vy * vy) / dt
-
-
-@numba.njit(cache=True)
-def _unsteadiness(hist, i, dt):  # pragma: no cover - compiled
-    """rms of v_{j+1} - v_j over the observed steps of pedestrian i, in m/s."""
-    t = hist.shape[1] - 1
-    acc = 0.0
-    for j in range(1, t):
-        ax = hist[i, j + 1, 0] - 2.0 * hist[i, j, 0] + hist[i, j - 1, 0]
-        ay = hist[i, j + 1, 1] - 2.0 * hist[i, j, 1] + hist[i, j - 1, 1]
-        acc += ax * ax + ay * ay
-    return np.sqrt(acc / max(t - 1, 1)) / dt
-
-
-@numba.njit(cache=True)
-def compose_into(
-    hist, m, rot, resid_mean, resid_var, col_scale, col_var, speed_gain, unsteady_gain, dt, out_mean, out_var
-):  # pragma: no cover - compiled
-    """World-frame means and per-axis variances from aligned-frame residual means and variances.
-
-    resid_mean (m, 2H) is in standardised units (times col_scale gives metres); resid_var (m,) is
-    the GP variance in the same units, per output column multiplied by col_var (metres^2) and by
-    (1 + speed_gain * speed + unsteady_gain * unsteadiness)^2: faster and less steady walkers
-    deviate more from constant velocity (a heteroscedastic noise the homoscedastic GP cannot
-    express). A diagonal aligned covariance diag(a, b) rotated by R^T has world marginals
-    c^2 a + s^2 b and s^2 a + c^2 b.
-    """
-    t = hist.shape[1] - 1
-    horizon = out_mean.shape[1]
-    for i in range(m):
-        c = rot[i, 0]
-        s = rot[i, 1]
-        px = hist[i, t, 0]
-        py = hist[i, t, 1]
-        vx = px - hist[i, t - 1, 0]
-        vy = py - hist[i, t - 1, 1]
-        gain = 1.0 + speed_gain * np.sqrt(vx * vx + vy * vy) / dt + unsteady_gain * _unsteadiness(hist, i, dt)
-        scale = resid_var[i] * gain * gain
-        for k in range(horizon):
-            ra = resid_mean[i, 2 * k] * col_scale[2 * k]
-            rb = resid_mean[i, 2 * k + 1] * col_scale[2 * k + 1]
-            out_mean[i, k, 0] = px + (k + 1) * vx + c * ra - s * rb
-            out_mean[i, k, 1] = py + (k + 1) * vy + s * ra + c * rb
-            a = scale * col_var[2 * k]
-            b = scale * col_var[2 * k + 1]
-            out_var[i, k, 0] = c * c * a + s * s * b
-            out_var[i, k, 1] = s * s * a + c * c * b
+# The loops themselves live in ``loops`` (numba; compiled ahead of time by make). These two take
+# float64 features and residuals; a float32 predictor calls their twins through ``gp_loops``.
+# ``features_into(hist, m, dt, lags, motion, place, rot)``: fill motion (m, 1 + 2 len(lags)), place (m, 5)
+# features and rot (m, 2) = (cos, sin) of the heading of the first m (M, obs, 2) histories.
+# ``compose_into(hist, m, rot, resid_mean, resid_var, col_scale, col_var, speed_gain, unsteady_gain, dt,
+# out_mean, out_var)``: world-frame means and per-axis variances from aligned-frame residuals.
+features_into = gp_loops("float64").features_into
+compose_into = gp_loops("float64").compose_into
 
 
 def split_windows(windows: np.ndarray, obs_steps: int, pred_steps: int) -> tuple[np.ndarray, np.ndarray]:

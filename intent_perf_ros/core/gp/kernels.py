@@ -3,69 +3,53 @@
 k(x, x') = sf2 * exp(-0.5 * sum_d ((x_d - x'_d) / l_d)^2)   (Rasmussen & Williams eq. 5.1 / 4.9)
 
 The hot path works on inputs already divided by their lengthscales, so a kernel entry costs one
-squared distance and one ``exp``; the numba loops write into caller-owned buffers.
+squared distance and one ``exp``; the numba loops (``loops``) write into caller-owned buffers.
 """
 
 from __future__ import annotations
 
-import numba
+from types import SimpleNamespace
+
 import numpy as np
 
+from intent_perf_ros.core import aot
 
-@numba.njit(cache=True)
-def _scaled_sq_dist_into(queries, inv_lengthscales, train_scaled, out):  # pragma: no cover - compiled
-    """out[i, j] = sum_d (queries[i, d] / l_d - train_scaled[j, d])^2 for the first queries.shape[0] rows.
+# The GP's numba loops (``loops``): compiled ahead of time by make (core/aot.py: no numba in this process), else JIT.
+_LOOPS = aot.load(aot.GP_KERNELS)
+# Loops whose arrays take the model's dtype; ``loops`` compiles each for float64 and, as ``name_f4``, float32.
+_DTYPE_LOOPS = ("features_into", "compose_into", "scaled_sq_dist_into", "variance_from_solve_into",
+                "quad_variance_into", "drop_first_into", "append_into", "combine_into")
+_F8 = SimpleNamespace(**{name: getattr(_LOOPS, name) for name in _DTYPE_LOOPS})
+_F4 = SimpleNamespace(**{name: getattr(_LOOPS, name + "_f4") for name in _DTYPE_LOOPS})
+_BY_DTYPE = {np.dtype(np.float64): _F8, "float64": _F8, np.float64: _F8,
+             np.dtype(np.float32): _F4, "float32": _F4, np.float32: _F4}
+all_finite = _LOOPS.all_finite  # float64 histories only
 
-    Dimension by dimension, so that the inner loop runs along a row of ``out`` and nothing is allocated.
+
+def gp_loops(dtype) -> SimpleNamespace:
+    """The loops of ``core.gp.loops`` for model arrays of ``dtype`` ("float64"/"float32" or the numpy dtype).
+
+    Compiled ahead of time they check no argument types: every array a loop's signature gives the model
+    dtype must have exactly this dtype (``ExactGP``, ``OnlineGP``, ``SparseGP`` and the predictor keep
+    their buffers so); the others are float64 or int64 whatever the model dtype.
     """
-    m, d = queries.shape
-    n = train_scaled.shape[0]
-    for i in range(m):
-        for j in range(n):
-            out[i, j] = 0.0
-        for c in range(d):
-            qc = queries[i, c] * inv_lengthscales[c]
-            for j in range(n):
-                diff = qc - train_scaled[j, c]
-                out[i, j] += diff * diff
+    return _BY_DTYPE[dtype]
 
 
 def rbf_cross_into(queries: np.ndarray, inv_lengthscales: np.ndarray, train_scaled: np.ndarray, signal_var: float,
                    out: np.ndarray) -> None:
     """out[i, j] = k(queries[i], train[j]) for the first ``queries.shape[0]`` rows of ``out``.
 
-    Distances in numba, the exponential by numpy's SIMD loop: numba calls the scalar libm ``exp`` per
-    entry, which made the whole kernel 2.3x slower for 100 queries x 300 inducing points (423 vs
-    183 us measured); the same at one query. Allocates nothing.
+    All four arrays C-contiguous, of the model dtype (that of ``out``). Distances in numba, the exponential by
+    numpy's SIMD loop: numba calls the scalar libm ``exp`` per entry, which made the whole kernel
+    2.3x slower for 100 queries x 300 inducing points (423 vs 183 us measured); the same at one
+    query. Allocates nothing.
     """
-    _scaled_sq_dist_into(queries, inv_lengthscales, train_scaled, out)
+    _BY_DTYPE[out.dtype].scaled_sq_dist_into(queries, inv_lengthscales, train_scaled, out)
     block = out[: queries.shape[0]]
     np.multiply(block, -0.5, out=block)
     np.exp(block, out=block)
     np.multiply(block, signal_var, out=block)
-
-
-@numba.njit(cache=True)
-def variance_from_solve_into(v, m, prior_var, out):  # pragma: no cover - compiled
-    """out[i] = max(prior_var - ||v[:, i]||^2, 0) with v = L^-1 k_* (R&W Alg. 2.1, line 6)."""
-    n = v.shape[0]
-    for i in range(m):
-        acc = 0.0
-        for j in range(n):
-            acc += v[j, i] * v[j, i]
-        value = prior_var - acc
-        out[i] = value if value > 0.0 else 0.0
-
-
-@numba.njit(cache=True)
-def quad_variance_into(ks, kq, m, prior, out):  # pragma: no cover - compiled
-    """out[i] = max(prior - ks[i] . kq[i], 0) with kq = ks Q (Q = K^-1, or Kmm^-1 - Sigma when sparse)."""
-    for i in range(m):
-        acc = 0.0
-        for j in range(ks.shape[1]):
-            acc += ks[i, j] * kq[i, j]
-        value = prior - acc
-        out[i] = value if value > 0.0 else 0.0
 
 
 def rbf(a: np.ndarray, b: np.ndarray, lengthscales: np.ndarray, signal_var: float) -> np.ndarray:

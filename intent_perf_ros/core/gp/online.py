@@ -17,103 +17,17 @@ Fortran order), so ``L_`` is always a contiguous view that BLAS takes without a 
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from intent_perf_ros.core.gp.exact import ExactGP, allocating_predict_mean, check_xy
-from intent_perf_ros.core.gp.kernels import RBFParams, rbf_cross_into
+from intent_perf_ros.core.gp.kernels import RBFParams, gp_loops, rbf_cross_into
 from intent_perf_ros.core.gp.linalg import trsm_lower_inplace
 
-
-@numba.njit(cache=True, fastmath=True)
-def drop_first_into(lflat, n, r, ld_out, beta, x, w):  # pragma: no cover - compiled
-    """Remove the first r points from the factor and from beta, in place.
-
-    The result is stored with leading dimension ``ld_out`` (>= n - r, <= n): passing the size the
-    factor will have after the next append saves that append a relayout pass.
-    """
-    p = beta.shape[1]
-    for j in range(r):
-        for i in range(r, n):
-            x[i] = lflat[i + j * n]
-        for q in range(p):
-            w[q] = beta[j, q]
-        for k in range(r, n):
-            col = k * n
-            lkk = lflat[k + col]
-            rr = np.sqrt(lkk * lkk + x[k] * x[k])
-            c = rr / lkk
-            s = x[k] / lkk
-            inv_c = 1.0 / c
-            lflat[k + col] = rr
-            seg = lflat[col + k + 1 : col + n]  # slices let LLVM vectorise the rotation
-            xs = x[k + 1 : n]
-            for i in range(seg.shape[0]):
-                lik = (seg[i] + s * xs[i]) * inv_c
-                seg[i] = lik
-                xs[i] = c * xs[i] - s * lik
-            # same rotation on the coefficients: [beta_k; w] <- [[1, s], [-s, 1]] / c [beta_k; w]
-            for q in range(p):
-                bk = beta[k, q]
-                beta[k, q] = (bk + s * w[q]) * inv_c
-                w[q] = (w[q] - s * bk) * inv_c
-    m = n - r
-    for k in range(m):  # ld_out <= n: destination index < source index, so a forward copy is safe
-        for i in range(k, m):
-            lflat[i + k * ld_out] = lflat[(i + r) + (k + r) * n]
-    for i in range(m):
-        for q in range(p):
-            beta[i, q] = beta[i + r, q]
-
-
-@numba.njit(cache=True, fastmath=True)
-def append_into(lflat, n, ld_in, k, kcross, kappa, beta, y_new, b):  # pragma: no cover - compiled
-    """Append k points: kcross (k, n) = K(new, old), kappa (k, k) = K(new, new) + noise. Returns ok.
-
-    The current factor is stored with leading dimension ``ld_in`` (n <= ld_in <= n + k).
-    """
-    m = n + k
-    if ld_in != m:
-        for col in range(n - 1, -1, -1):  # relayout to ld m, backwards so nothing is overwritten
-            for i in range(n - 1, col - 1, -1):
-                lflat[i + col * m] = lflat[i + col * ld_in]
-    for a in range(k):  # B[:, a] = L \ k_a, column-oriented forward substitution
-        ba = b[a]
-        for i in range(n):
-            ba[i] = kcross[a, i]
-        for j in range(n):
-            bj = ba[j] / lflat[j + j * m]
-            ba[j] = bj
-            seg = lflat[j * m + j + 1 : j * m + n]
-            tail = ba[j + 1 : n]
-            for i in range(seg.shape[0]):
-                tail[i] -= seg[i] * bj
-    for a in range(k):
-        for j in range(n):
-            lflat[(n + a) + j * m] = b[a, j]
-    for a in range(k):  # C = chol(kappa - B^T B), written into the new diagonal block
-        for c in range(a + 1):
-            acc = kappa[a, c]
-            for j in range(n):
-                acc -= b[a, j] * b[c, j]
-            for j in range(c):
-                acc -= lflat[(n + a) + (n + j) * m] * lflat[(n + c) + (n + j) * m]
-            if a == c:
-                if acc <= 0.0:
-                    return False
-                lflat[(n + a) + (n + a) * m] = np.sqrt(acc)
-            else:
-                lflat[(n + a) + (n + c) * m] = acc / lflat[(n + c) + (n + c) * m]
-    p = beta.shape[1]
-    for a in range(k):  # beta_new = C \ (y - B^T beta)
-        for q in range(p):
-            acc = y_new[a, q]
-            for j in range(n):
-                acc -= b[a, j] * beta[j, q]
-            for c in range(a):
-                acc -= lflat[(n + a) + (n + c) * m] * beta[n + c, q]
-            beta[n + a, q] = acc / lflat[(n + a) + (n + a) * m]
-    return True
+# The two updates are loops of ``loops`` (numba; compiled ahead of time by make), for the model dtype:
+# ``drop_first_into(lflat, n, r, ld_out, beta, x, w)`` removes the first r points from the factor (stored
+# with leading dimension n) and from beta, in place, storing the result with leading dimension ld_out;
+# ``append_into(lflat, n, ld_in, k, kcross, kappa, beta, y_new, b)`` appends k points and returns False
+# when the Schur complement is not positive definite.
 
 
 class OnlineGP(ExactGP):
@@ -142,7 +56,11 @@ class OnlineGP(ExactGP):
         self._scaled = np.empty((cap, d), dtype=dt)
         self._beta = np.empty((cap, p), dtype=dt)
         self._alpha = np.empty(cap * p, dtype=dt)  # K^-1 Y, Fortran (n, p) view, for mean-only queries
+        # Written once now, so that the memory of the full window is committed here (the OS maps pages
+        # on first write): RSS is flat from the first learned window on, and learning never page-faults
+        # while the factor grows towards its capacity.
         self._lflat = np.empty(cap * cap, dtype=dt)
+        self._lflat.fill(0.0)
         self._scratch_x = np.empty(cap, dtype=dt)
         self._scratch_w = np.empty(p, dtype=dt)
         self._n = 0
@@ -230,7 +148,8 @@ class OnlineGP(ExactGP):
         ld = self._n
         if overflow > 0:
             ld = self._n - overflow + k
-            drop_first_into(self._lflat, self._n, overflow, ld, self._beta, self._scratch_x, self._scratch_w)
+            gp_loops(self._lflat.dtype).drop_first_into(self._lflat, self._n, overflow, ld, self._beta,
+                                                        self._scratch_x, self._scratch_w)
             self._x[: self._n - overflow] = self._x[overflow : self._n].copy()
             self._y[: self._n - overflow] = self._y[overflow : self._n].copy()
             self._scaled[: self._n - overflow] = self._scaled[overflow : self._n].copy()
@@ -239,13 +158,14 @@ class OnlineGP(ExactGP):
         p = self.params
         dt = self._lflat.dtype
         kcross = np.empty((k, n), dtype=dt)
-        rbf_cross_into(x.astype(dt), self.inv_lengthscales_, self._scaled[:n], p.signal_var, kcross)
+        xq = np.ascontiguousarray(x, dtype=dt)
+        rbf_cross_into(xq, self.inv_lengthscales_, self._scaled[:n], p.signal_var, kcross)
         kappa = np.empty((k, k), dtype=dt)
         rbf_cross_into(
-            x.astype(dt), self.inv_lengthscales_, (x * self.inv_lengthscales_).astype(dt), p.signal_var, kappa
+            xq, self.inv_lengthscales_, np.ascontiguousarray(x * self.inv_lengthscales_, dtype=dt), p.signal_var, kappa
         )
         kappa[np.diag_indices(k)] += p.noise_var + self.jitter_ * (p.signal_var + p.noise_var)
-        ok = append_into(
+        ok = gp_loops(dt).append_into(
             self._lflat, n, ld, k, kcross, kappa, self._beta, y.astype(dt), np.empty((k, n), dtype=dt)
         )
         self._x[n : n + k] = x
@@ -259,7 +179,8 @@ class OnlineGP(ExactGP):
 
 
 def compile_online_kernels(dtype: str = "float64") -> None:
-    """Compile the update kernels on a tiny model so the first real ``add`` does not pay for it."""
+    """Run the update paths once on a tiny model so the first real ``add`` does not pay first-call costs
+    (with the JIT: the compilation, or loading it from numba's cache)."""
     rng = np.random.default_rng(0)
     model = OnlineGP(RBFParams(np.ones(2), 1.0, 0.1), capacity=3, dtype=dtype)
     model.fit(rng.normal(size=(3, 2)), rng.normal(size=(3, 2)))

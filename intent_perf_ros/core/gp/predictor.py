@@ -24,7 +24,6 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -34,16 +33,13 @@ from intent_perf_ros.core.gp.exact import ExactGP
 from intent_perf_ros.core.gp.features import (
     MOTION_LAGS,
     N_PLACE,
-    compose_into,
     compute_features,
-    features_into,
     gain_features,
     residual_targets,
     split_windows,
     variance_gain,
 )
-from intent_perf_ros.core.gp.hyperopt import fit_hyperparameters
-from intent_perf_ros.core.gp.kernels import RBFParams
+from intent_perf_ros.core.gp.kernels import RBFParams, all_finite, gp_loops
 from intent_perf_ros.core.gp.online import OnlineGP, compile_online_kernels
 from intent_perf_ros.core.gp.sparse import SparseGP
 
@@ -76,7 +72,7 @@ class PredictorConfig:
     pred_steps: int = 12
     step_dt: float = 0.4
     backend: str = "auto"  # "numpy"/"numba" (numba + BLAS), "torch" (CUDA when available), "auto": see backend_select
-    dtype: str = "float64"
+    dtype: str = "float64"  # of the GP arrays; "float32" runs the float32 twins of the compiled loops (gp.loops)
     max_train: int = 1500  # exact motion GP trains on at most this many windows (random subset)
     sparse_threshold: int = 4000  # above this many windows the motion GP is sparse
     n_inducing: int = 300
@@ -118,25 +114,6 @@ class PredictorConfig:
                 raise ValueError(f"shrink rules are 'worst_place' or 'pooled', got {rule!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
-
-
-@numba.njit(cache=True)
-def _all_finite(a, m):  # pragma: no cover - compiled
-    for i in range(m):
-        for j in range(a.shape[1]):
-            if not (np.isfinite(a[i, j, 0]) and np.isfinite(a[i, j, 1])):
-                return False
-    return True
-
-
-@numba.njit(cache=True)
-def _combine_into(m, mean_a, var_a, shrink_a, mean_b, var_b, shrink_b, inv_prior_b):  # pragma: no cover
-    """mean_a = shrink_a * mean_a + shrink_b * mean_b; var_a *= var_b / prior_b when inv_prior_b > 0."""
-    for i in range(m):
-        for j in range(mean_a.shape[1]):
-            mean_a[i, j] = shrink_a[j] * mean_a[i, j] + shrink_b[j] * mean_b[i, j]
-        if inv_prior_b > 0.0:
-            var_a[i] *= var_b[i] * inv_prior_b
 
 
 def _shrinkage(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -198,6 +175,9 @@ class TrajectoryPredictor:
         hist, fut = split_windows(windows, cfg.obs_steps, cfg.pred_steps)
         if hist.shape[0] < 10:
             raise ValueError(f"need at least 10 windows to fit, got {hist.shape[0]}")
+        # only a fit needs scipy.optimize (about 20 MB): a node that loads a stored model never imports it
+        from intent_perf_ros.core.gp.hyperopt import fit_hyperparameters
+
         motion, place, rot = compute_features(hist, cfg.step_dt, cfg.motion_lags)
         resid = residual_targets(hist, fut, rot)
         self.col_scale_ = resid.std(axis=0) + 1e-6
@@ -547,7 +527,8 @@ class TrajectoryPredictor:
 
     # -- prediction ------------------------------------------------------------------------------
     def warmup(self) -> None:
-        """Compile numba loops and preallocate every buffer for ``max_humans`` queries."""
+        """Preallocate every buffer for ``max_humans`` queries and run each path once (first-call costs;
+        with the JIT, the numba compilation)."""
         cfg = self.config
         m = cfg.max_humans
         dt = np.dtype(cfg.dtype)
@@ -564,7 +545,8 @@ class TrajectoryPredictor:
         for model in (self.motion_model_, self.place_model_):
             if model is not None:
                 model.reserve(m)
-        _combine_into(
+        loops = gp_loops(cfg.dtype)
+        loops.combine_into(
             m,
             self._mean_a,
             self._var_a,
@@ -573,7 +555,7 @@ class TrajectoryPredictor:
             self._var_b,
             self.place_shrink_,
             0.0,
-        )  # compile now, not in the first call
+        )  # with the JIT: compiled (or loaded from numba's cache) now, not in the first call
         compile_online_kernels(cfg.dtype)
         # one full batch and one single query (the two BLAS paths of ``ExactGP.predict_into``): the
         # first real call would otherwise pay first-call BLAS and page-touch costs
@@ -605,9 +587,12 @@ class TrajectoryPredictor:
             )
         if out_mean.shape[0] < m or out_var.shape[0] < m:
             raise ValueError(f"out_mean/out_var must hold ({m}, {cfg.pred_steps}, 2)")
-        if not _all_finite(history, m):
+        if out_mean.dtype != np.float64 or out_var.dtype != np.float64 or out_mean.ndim != 3 or out_var.ndim != 3:
+            raise TypeError("out_mean/out_var must be float64 (M, pred_steps, 2) arrays")  # compiled loops check none
+        if not all_finite(history, m):
             raise ValueError("history contains NaN or inf; drop those humans before predicting")
-        features_into(history, m, cfg.step_dt, self._lags, self._motion, self._place, self._rot)
+        loops = gp_loops(cfg.dtype)
+        loops.features_into(history, m, cfg.step_dt, self._lags, self._motion, self._place, self._rot)
         mean_a, var_a = self._mean_a[:m], self._var_a[:m]
         if self.motion_model_ is not None:
             mean_only = getattr(self.motion_model_, "predict_mean_into", None)
@@ -634,10 +619,10 @@ class TrajectoryPredictor:
         else:
             self._mean_b[:m] = 0.0
             shrink = 0.0
-        _combine_into(
+        loops.combine_into(
             m, mean_a, var_a, self.motion_shrink_, self._mean_b, self._var_b, self.place_shrink_, shrink
         )
-        compose_into(
+        loops.compose_into(
             history,
             m,
             self._rot,

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.linalg
 
 from intent_perf_ros.core.gp.exact import allocating_predict, allocating_predict_mean, check_xy
-from intent_perf_ros.core.gp.kernels import RBFParams, quad_variance_into, rbf, rbf_cross_into
+from intent_perf_ros.core.gp.kernels import RBFParams, gp_loops, rbf, rbf_cross_into
 from intent_perf_ros.core.gp.linalg import cholesky_jittered, symmetric_product_into
 
 
@@ -139,7 +139,8 @@ class SparseGP:
         rbf_cross_into(xq, self.inv_lengthscales_, self.train_scaled_, p.signal_var, ks)
         np.dot(ks, self.w_, out=out_mean)
         symmetric_product_into(self.Q_, ks, kq)
-        quad_variance_into(ks, kq, m, p.signal_var + (p.noise_var if include_noise else 0.0), out_var)
+        gp_loops(ks.dtype).quad_variance_into(ks, kq, m, p.signal_var + (p.noise_var if include_noise else 0.0),
+                                              out_var)
 
     def predict_mean_into(self, xq: np.ndarray, out_mean: np.ndarray) -> None:
         """Posterior mean (M, P) only, in place: the first two lines of ``predict_into`` without the

@@ -142,16 +142,17 @@ def load_predictor(directory: str, config, data_digest: str = ""):
     else:  # ExactGP or TorchExactGP, as the config's backend chooses
         model = pred._exact_model(pred.motion_params_)
     pred.motion_model_ = model.set_state(state)
-    pred.col_scale_ = arrays["col_scale"]
-    pred.col_var_ = arrays["col_var"]
+    # float64 whatever was stored: the compiled loops the predictor hands these to check no dtypes
+    pred.col_scale_ = np.asarray(arrays["col_scale"], dtype=np.float64)
+    pred.col_var_ = np.asarray(arrays["col_var"], dtype=np.float64)
     pred.calibration_ = arrays["calibration"]
     pred.n_windows_fitted_ = int(meta["n_windows_fitted"])
     pred.speed_gain_ = float(meta["speed_gain"])
     pred.unsteady_gain_ = float(meta["unsteady_gain"])
     pred.use_motion_variance_ = bool(meta["use_motion_variance"])
-    pred.motion_shrink_ = arrays["motion_shrink"]
-    pred.place_shrink_ = arrays["place_shrink"]
-    pred.d2_reference_ = arrays["d2_reference"]
+    pred.motion_shrink_ = np.asarray(arrays["motion_shrink"], dtype=np.float64)
+    pred.place_shrink_ = np.asarray(arrays["place_shrink"], dtype=np.float64)
+    pred.d2_reference_ = np.asarray(arrays["d2_reference"], dtype=np.float64)
     pred._reset_variance_adaptation()
     return pred
 

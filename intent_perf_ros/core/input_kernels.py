@@ -1,0 +1,153 @@
+"""Compiled (numba) loops of the input side of gp_inference_node: ``tracks.TrackHistory`` and
+``validation.HumanSanitizer``.
+
+Their Python classes take these loops through ``core.aot.load``: with the build of
+``intent-perf build-kernels`` the node runs them without numba. Each loop has one explicit signature,
+which is a contract once compiled ahead of time (no dtype or layout is checked then): ``[:, :]`` takes
+any layout, ``[::1]`` only C-contiguous arrays (the classes' own buffers); the classes check or convert
+what callers pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from intent_perf_ros.core.sharding import shard_of
+
+
+# -- TrackHistory (tracks.py) ------------------------------------------------------------------------------
+@njit("void(f8[:, :, ::1], i8[::1], i8[::1], i8[::1], i8[:], f8, f8[:, :], i8, f8, i8[::1])", cache=True)
+def append(raw, heads, counts, grid_counts, slots, t, xy, n, max_speed, jumps):  # pragma: no cover - compiled
+    """Append the observations xy[:n] at time t to the rings of slots[:n]; restart a slot whose position
+    jumped faster than max_speed (counted in jumps[0])."""
+    ring = raw.shape[1]
+    for i in range(n):
+        s = slots[i]
+        h = heads[s]
+        if counts[s] > 0:  # an id whose position jumps faster than anyone walks is a new person
+            last = (h - 1) % ring
+            dt = t - raw[s, last, 0]
+            dist = np.hypot(xy[i, 0] - raw[s, last, 1], xy[i, 1] - raw[s, last, 2])
+            if dist > max_speed * max(dt, 1e-3):
+                counts[s] = 0
+                grid_counts[s] = -1
+                jumps[0] += 1
+        raw[s, h, 0] = t
+        raw[s, h, 1] = xy[i, 0]
+        raw[s, h, 2] = xy[i, 1]
+        heads[s] = (h + 1) % ring
+        if counts[s] < ring:
+            counts[s] += 1
+
+
+@njit("void(f8[:, :, ::1], i8[::1], i8[::1], f8[:, ::1], i8[:], f8, f8[:, :], i8, f8, f8[:, :, ::1], i8[::1])",
+      cache=True)
+def append_grid(grid, grid_counts, grid_last, prev, slots, t, xy, n, step_dt, pending, pending_n):  # pragma: no cover
+    """Interpolate each track onto the grid k*step_dt; copy completed windows into ``pending``."""
+    window = grid.shape[1]
+    for i in range(n):
+        s = slots[i]
+        k_now = np.int64(np.floor(t / step_dt))
+        if grid_counts[s] < 0:  # first observation of this slot: start the grid here
+            grid_last[s] = k_now
+            grid_counts[s] = 0
+        else:
+            t0, x0, y0 = prev[s, 0], prev[s, 1], prev[s, 2]
+            for k in range(grid_last[s] + 1, k_now + 1):
+                tk = k * step_dt
+                w = (tk - t0) / (t - t0) if t > t0 else 1.0
+                c = grid_counts[s]
+                if c == window:  # shift left by one: windows overlap by window-1 samples
+                    for j in range(window - 1):
+                        grid[s, j, 0] = grid[s, j + 1, 0]
+                        grid[s, j, 1] = grid[s, j + 1, 1]
+                    c -= 1
+                grid[s, c, 0] = x0 + w * (xy[i, 0] - x0)
+                grid[s, c, 1] = y0 + w * (xy[i, 1] - y0)
+                grid_counts[s] = c + 1
+                if c + 1 == window and pending_n[0] < pending.shape[0]:
+                    p = pending_n[0]
+                    for j in range(window):
+                        pending[p, j, 0] = grid[s, j, 0]
+                        pending[p, j, 1] = grid[s, j, 1]
+                    pending_n[0] = p + 1
+            if k_now > grid_last[s]:
+                grid_last[s] = k_now
+        prev[s, 0] = t
+        prev[s, 1] = xy[i, 0]
+        prev[s, 2] = xy[i, 1]
+
+
+@njit("void(f8[:, :, ::1], i8[::1], i8[::1], i8[:], f8[:, :], i8, f8, f8[:, :, :])", cache=True)
+def resample(raw, heads, counts, slots, vxy, n, step_dt, out):  # pragma: no cover - compiled
+    """out[i] = the history of slot slots[i] resampled at obs_steps times step_dt apart ending at its newest
+    observation; before its first observation, extrapolated backwards with the velocity vxy[i]."""
+    ring = raw.shape[1]
+    obs = out.shape[1]
+    for i in range(n):
+        s = slots[i]
+        c = counts[s]
+        newest = (heads[s] - 1) % ring
+        t_new = raw[s, newest, 0]
+        oldest = (heads[s] - c) % ring
+        j = newest  # walks back monotonically as target times decrease
+        back = 0
+        for k in range(obs - 1, -1, -1):
+            tk = t_new - (obs - 1 - k) * step_dt
+            while back < c - 1 and raw[s, j, 0] > tk:
+                j = (j - 1) % ring
+                back += 1
+            if raw[s, j, 0] > tk or c == 1:  # before the first observation: constant velocity backwards
+                t0 = raw[s, oldest, 0]
+                out[i, k, 0] = raw[s, oldest, 1] - vxy[i, 0] * (t0 - tk)
+                out[i, k, 1] = raw[s, oldest, 2] - vxy[i, 1] * (t0 - tk)
+            elif back == 0:
+                out[i, k, 0] = raw[s, j, 1]
+                out[i, k, 1] = raw[s, j, 2]
+            else:
+                nxt = (j + 1) % ring
+                t0 = raw[s, j, 0]
+                t1 = raw[s, nxt, 0]
+                w = (tk - t0) / (t1 - t0) if t1 > t0 else 1.0
+                out[i, k, 0] = raw[s, j, 1] + w * (raw[s, nxt, 1] - raw[s, j, 1])
+                out[i, k, 1] = raw[s, j, 2] + w * (raw[s, nxt, 2] - raw[s, j, 2])
+
+
+# -- HumanSanitizer (validation.py) -----------------------------------------------------------------------
+@njit("void(i8[:], f8[:, :], f8[:, :], i8, i8, i8, i8, f8, f8, i8[::1])", cache=True)
+def sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, max_abs_position, max_speed,
+             out):  # pragma: no cover - compiled
+    """The rules of ``validation`` applied in place to the first n rows; out = (kept, dropped, repaired)."""
+    dropped = 0
+    repaired = 0
+    keep = 0
+    for i in range(n):
+        if shard_count > 1 and shard_of(ids[i], shard_count) != shard_index:
+            continue
+        if not (abs(xy[i, 0]) <= max_abs_position and abs(xy[i, 1]) <= max_abs_position):  # NaN fails too
+            dropped += 1
+            continue
+        duplicate = False
+        for j in range(i + 1, n):
+            if ids[j] == ids[i] and abs(xy[j, 0]) <= max_abs_position and abs(xy[j, 1]) <= max_abs_position:
+                duplicate = True
+                break
+        if duplicate:
+            dropped += 1
+            continue
+        if keep >= capacity:
+            dropped += 1
+            continue
+        if not (vxy[i, 0] * vxy[i, 0] + vxy[i, 1] * vxy[i, 1] <= max_speed * max_speed):  # NaN/inf fail
+            vxy[i, 0] = 0.0
+            vxy[i, 1] = 0.0
+            repaired += 1
+        ids[keep] = ids[i]
+        xy[keep, 0] = xy[i, 0]
+        xy[keep, 1] = xy[i, 1]
+        vxy[keep, 0] = vxy[i, 0]
+        vxy[keep, 1] = vxy[i, 1]
+        keep += 1
+    out[0] = keep
+    out[1] = dropped
+    out[2] = repaired
