@@ -78,6 +78,68 @@ def append_grid(grid, grid_counts, grid_last, prev, slots, t, xy, n, step_dt, pe
         prev[s, 2] = xy[i, 1]
 
 
+TIMEOUTS, EVICTIONS, OUT_OF_ORDER = 0, 1, 2  # observe's counters
+
+
+@njit(
+    "void(f8, i8[:], f8[:, :], i8, f8, f8, i8[::1], f8[::1], i8[::1], i8[::1], f8[:, ::1], f8[:, :, ::1], i8[::1], "
+    "i8[::1], i8[::1], f8[:, :, ::1], i8[::1], f8[:, ::1], f8, f8[:, :, ::1], i8[::1], i8[::1], i8[::1])",
+    cache=True,
+)
+def observe(t, ids, xy, n, timeout, max_speed, id_of, last_seen, slots, fresh_slots, fresh_xy, raw, heads, counts,
+            grid_counts, grid, grid_last, prev, step_dt, pending, pending_n, jumps, counters):  # pragma: no cover
+    """``TrackHistory.observe`` in one call: free the slots of ids unseen for over ``timeout``, find or take
+    each human's slot (a free one, else evict the stalest not claimed earlier in this message), then
+    append the observations newer than their slot's newest to the rings and the grid sampler."""
+    cap = id_of.shape[0]
+    for s in range(cap):
+        if id_of[s] >= 0 and last_seen[s] < t - timeout:
+            id_of[s] = -1
+            last_seen[s] = -np.inf
+            counters[TIMEOUTS] += 1
+    for i in range(n):
+        slot = -1
+        for s in range(cap):
+            if id_of[s] == ids[i]:
+                slot = s
+                break
+        if slot < 0:
+            for s in range(cap):
+                if id_of[s] < 0:
+                    slot = s
+                    break
+        if slot < 0:  # full: the stalest slot no earlier human of this message holds
+            stalest = np.inf
+            for s in range(cap):
+                claimed = False
+                for j in range(i):
+                    if slots[j] == s:
+                        claimed = True
+                        break
+                if not claimed and (slot < 0 or last_seen[s] < stalest):
+                    slot, stalest = s, last_seen[s]
+            counters[EVICTIONS] += 1
+        if id_of[slot] != ids[i]:  # a new track in this slot
+            id_of[slot] = ids[i]
+            heads[slot] = 0
+            counts[slot] = 0
+            grid_counts[slot] = -1
+            last_seen[slot] = -np.inf
+        slots[i] = slot
+    m = 0
+    for i in range(n):
+        if last_seen[slots[i]] < t:
+            fresh_slots[m] = slots[i]
+            fresh_xy[m, 0], fresh_xy[m, 1] = xy[i, 0], xy[i, 1]
+            m += 1
+        else:
+            counters[OUT_OF_ORDER] += 1
+    append(raw, heads, counts, grid_counts, fresh_slots, t, fresh_xy, m, max_speed, jumps)
+    append_grid(grid, grid_counts, grid_last, prev, fresh_slots, t, fresh_xy, m, step_dt, pending, pending_n)
+    for i in range(n):
+        last_seen[slots[i]] = max(last_seen[slots[i]], t)
+
+
 @njit("void(f8[:, :, ::1], i8[::1], i8[::1], i8[:], f8[:, :], i8, f8, f8[:, :, :])", cache=True)
 def resample(raw, heads, counts, slots, vxy, n, step_dt, out):  # pragma: no cover - compiled
     """out[i] = the history of slot slots[i] resampled at obs_steps times step_dt apart ending at its newest

@@ -80,3 +80,25 @@ def test_an_id_that_jumps_starts_a_new_history():
     tracks.history(np.zeros((1, 2)), 1, out)
     assert tracks.jumps == 1
     np.testing.assert_allclose(out[0], [[50.0, 50.0]] * 3)  # no mixing with the old track
+
+
+def test_new_ids_of_one_message_never_evict_each_other():
+    """Pool of 2 full of ids 1 and 2; one message brings 3 and 4: each evicts one old track, and 3's fresh
+    slot (never seen, the stalest of all) is not taken by 4."""
+    tracks = TrackHistory(capacity=2, obs_steps=2, step_dt=0.4)
+    tracks.observe(0.0, np.array([1, 2]), np.array([[0.0, 0.0], [5.0, 5.0]]), 2)
+    tracks.observe(0.1, np.array([3, 4]), np.array([[1.0, 1.0], [2.0, 2.0]]), 2)
+    assert tracks.evictions == 2 and len(tracks) == 2
+    out = np.zeros((2, 2, 2))
+    tracks.history(np.zeros((2, 2)), 2, out)
+    np.testing.assert_allclose(out[:, -1], [[1.0, 1.0], [2.0, 2.0]])  # each its own, single observation
+    tracks.observe(0.2, np.array([4, 3]), np.array([[2.5, 2.0], [1.5, 1.0]]), 2)  # known ids: no eviction
+    assert tracks.evictions == 2
+    tracks.history(np.zeros((2, 2)), 2, out)
+    np.testing.assert_allclose(out[:, -1], [[2.5, 2.0], [1.5, 1.0]])
+
+
+def test_observe_rejects_more_humans_than_slots():
+    tracks = TrackHistory(capacity=2, obs_steps=2, step_dt=0.4)
+    with pytest.raises(ValueError, match="capacity"):
+        tracks.observe(0.0, np.arange(3), np.zeros((3, 2)), 3)
