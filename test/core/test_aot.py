@@ -293,6 +293,22 @@ def test_an_edited_kernel_source_is_not_served_by_its_old_build(tmp_path, monkey
                                                                              .rpartition(".")[2]]
 
 
+def test_a_build_for_another_processor_is_not_loaded(tmp_path, monkeypatch):
+    """The build targets the processor it ran on: copied to another one, the JIT runs instead."""
+    package = tmp_path / "aot_cpu"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "kern.py").write_text("from numba import njit\n\n\n@njit('f8(f8)', cache=False)\ndef half(x):\n"
+                                     "    return 0.5 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    aot.build("aot_cpu.kern")
+    assert aot.is_compiled(aot.load("aot_cpu.kern"))
+    assert aot.cpu_tag() in aot.compiled_name("aot_cpu.kern")
+    monkeypatch.setattr(aot, "cpu_tag", lambda: "0ther0cpu")
+    elsewhere = aot.load("aot_cpu.kern")
+    assert not aot.is_compiled(elsewhere) and elsewhere.half(3.0) == 1.5
+
+
 def test_an_edited_module_the_kernels_import_is_not_served_by_their_old_build(tmp_path, monkeypatch):
     """Constants and helpers imported from the kernel module's own package are compiled into it."""
     package = tmp_path / "aot_deps"
