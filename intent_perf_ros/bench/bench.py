@@ -633,9 +633,9 @@ def main(argv: list[str] | None = None) -> int:
             soak.check()
         except ValueError as exc:
             parser.error(str(exc))
-    if args.floor and (args.attach or soak is not None or args.rate is None):
-        parser.error("--floor replays the bag once at a given rate with the nodes started here: not with "
-                     "--attach, --duration or --rate max")
+    if args.floor and (args.attach or soak is not None or args.rate is None or args.composed or args.shards > 1):
+        parser.error("--floor relays the bag once at a given rate through one process per node, as the "
+                     "default layout runs: not with --attach, --duration, --rate max, --composed or --shards")
     bag = read_bag(args.bag, parse_topic_map(args.topic_map))
     run = run_bench(
         bag,

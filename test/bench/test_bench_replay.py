@@ -186,3 +186,10 @@ def test_transport_floor_replays_every_observation_through_the_relays(tmp_path):
                                                          "ratio_p999": 2})
     text = "\n".join(report.floor_markdown({"floor": result, "e2e_ms": ours}))
     assert "| ours / floor | 2.00x | 2.00x | 2.00x | 2.00x | 2.00x |" in text
+
+
+@pytest.mark.parametrize("other", [["--composed"], ["--shards", "2"], ["--rate", "max"], ["--attach"]])
+def test_the_floor_is_refused_where_it_does_not_model_the_run(other, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["no_such_bag", "--floor", *other])
+    assert exit_info.value.code == 2 and "--floor" in capsys.readouterr().err
