@@ -1,8 +1,8 @@
 """belief_node alone with a fake predictor: belief follows the walking direction, stamps kept."""
-import array
 import math
 
 import pytest
+from flat_messages import predictions_message
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -21,14 +21,10 @@ def test_belief_converges_to_the_goal_the_human_walks_to(ros):
     peer.create_subscription(BeliefArray, "intent/belief", received.append, DERIVED_QOS)
     assert ros.spin_until(lambda: pub.get_subscription_count() and belief.publisher.get_subscription_count())
     for k in range(30):  # walking east at 1.2 m/s, 10 Hz
-        msg = IntentPredictionArray(step_dt=0.4, horizon_steps=3)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = 50 + k // 10, (k % 10) * 100_000_000
         x = 0.12 * k
-        msg.ids = array.array("I", [4])
-        msg.state = array.array("d", [x, 0.0, 1.2, 0.0])
-        msg.mean = array.array("d", [x + 0.48, 0.0, x + 0.96, 0.0, x + 1.44, 0.0])
-        msg.variance = array.array("d", [0.01, 0.01, 0.04, 0.04, 0.09, 0.09])
-        pub.publish(msg)
+        pub.publish(predictions_message((50 + k // 10, (k % 10) * 100_000_000), [4], [[x, 0.0, 1.2, 0.0]],
+                                        [[[x + 0.48, 0.0], [x + 0.96, 0.0], [x + 1.44, 0.0]]],
+                                        [[[0.01, 0.01], [0.04, 0.04], [0.09, 0.09]]]))
         assert ros.spin_until(lambda k=k: len(received) > k, 5.0)
     last = received[-1]
     assert (last.header.stamp.sec, last.header.stamp.nanosec) == (52, 900_000_000)
@@ -67,13 +63,8 @@ def test_a_belief_shard_receives_only_its_shards_predictions(ros):
     peer.create_subscription(BeliefArray, "intent/belief", received.append, DERIVED_QOS)
     assert ros.spin_until(lambda: pub.get_subscription_count() and belief.publisher.get_subscription_count())
     for k in range(6):  # shards 0, 1, 0, 1, ...: human 10 + k of shard k % 2
-        msg = IntentPredictionArray(step_dt=0.4, horizon_steps=1, shard_index=k % 2, shard_count=2)
-        msg.header.stamp.sec = 60 + k
-        msg.ids = array.array("I", [10 + k])
-        msg.state = array.array("d", [float(k), 0.0, 1.0, 0.0])
-        msg.mean = array.array("d", [k + 0.4, 0.0])
-        msg.variance = array.array("d", [0.01, 0.01])
-        pub.publish(msg)
+        pub.publish(predictions_message((60 + k, 0), [10 + k], [[float(k), 0.0, 1.0, 0.0]], [[[k + 0.4, 0.0]]],
+                                        [[[0.01, 0.01]]], shard_index=k % 2, shard_count=2))
     assert ros.spin_until(lambda: len(received) >= 3, 5.0)
     assert not ros.spin_until(lambda: len(received) > 3, 0.5)  # and no more
     assert [list(m.ids) for m in received] == [[11], [13], [15]]

@@ -1,8 +1,8 @@
 """mpc_node alone with a fake robot and predictor: stamps, bounds, watchdog."""
-import array
 import itertools
 import math
 
+from flat_messages import standing_human
 from geometry_msgs.msg import TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -11,16 +11,6 @@ from rclpy.parameter import Parameter
 from intent_perf_ros.msg import ControlStatus, IntentPredictionArray
 from intent_perf_ros.nodes.common import COMMAND_QOS, CONTROL_QOS, DERIVED_QOS, SENSOR_QOS
 from intent_perf_ros.nodes.mpc_node import MpcNode
-
-
-def predictions(stamp, human_xy, steps=12, dt=0.4) -> IntentPredictionArray:
-    msg = IntentPredictionArray(step_dt=dt, horizon_steps=steps)
-    msg.header.stamp, msg.header.frame_id = stamp, "map"
-    msg.ids = array.array("I", [1])
-    msg.state = array.array("d", [human_xy[0], human_xy[1], 0.0, 0.0])
-    msg.mean = array.array("d", [human_xy[0], human_xy[1]] * steps)
-    msg.variance = array.array("d", [0.01] * (2 * steps))
-    return msg
 
 
 def test_commands_carry_the_prediction_stamp_and_stop_when_predictions_stop(ros):
@@ -52,7 +42,7 @@ def test_commands_carry_the_prediction_stamp_and_stop_when_predictions_stop(ros)
         odom_pub.publish(odom)
         stamp = peer.get_clock().now().to_msg()
         sent.append((stamp.sec, stamp.nanosec))
-        pred_pub.publish(predictions(stamp, (3.0, 2.0)))
+        pred_pub.publish(standing_human((stamp.sec, stamp.nanosec), (3.0, 2.0)))
         assert ros.spin_until(lambda k=k: sum((c.header.stamp.sec, c.header.stamp.nanosec) in sent
                                               for c in commands) > k, 5.0)
     answered = [c for c in commands if (c.header.stamp.sec, c.header.stamp.nanosec) in sent]

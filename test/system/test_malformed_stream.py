@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from flat_messages import standing_human
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.experimental import EventsExecutor
@@ -231,16 +232,6 @@ def test_malformed_stream_on_every_input_keeps_nodes_alive_and_outputs_finite(tm
     assert int(diagnostics["gp_inference_node: errors"]["dropped_count"]) > before["gp_inference_node"][0]
 
 
-def _predictions_with_step_dt(step_dt: float, stamp) -> IntentPredictionArray:
-    msg = IntentPredictionArray(step_dt=step_dt, horizon_steps=12)
-    msg.header.stamp, msg.header.frame_id = stamp, "map"
-    msg.ids = array.array("I", [1])
-    msg.state = array.array("d", [3.0, 2.0, 0.0, 0.0])
-    msg.mean = array.array("d", [3.0, 2.0] * 12)
-    msg.variance = array.array("d", [0.01] * 24)
-    return msg
-
-
 @pytest.mark.parametrize("step_dt", [math.nan, -0.4])
 def test_mpc_node_keeps_commanding_under_predictions_with_a_bad_step_dt(step_dt):
     """mpc_node in-process (one node, fake peer): only malformed predictions for 2 s must still yield commands
@@ -264,7 +255,8 @@ def test_mpc_node_keeps_commanding_under_predictions_with_a_bad_step_dt(step_dt)
         def publish_for_two_seconds() -> bool:
             now = time.monotonic()
             if now >= state["next"]:  # 20 Hz, as the GP node would publish
-                pred_pub.publish(_predictions_with_step_dt(step_dt, peer.get_clock().now().to_msg()))
+                stamp = peer.get_clock().now().to_msg()
+                pred_pub.publish(standing_human((stamp.sec, stamp.nanosec), (3.0, 2.0), step_dt=step_dt))
                 state["next"] = now + 0.05
             return now >= state["end"]
 
