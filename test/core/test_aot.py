@@ -47,12 +47,8 @@ def _run(script: str, kernels: str) -> str:
     return done.stdout
 
 
-def _closed_loop(kernels: str) -> dict:
-    return json.loads(_run(CLOSED_LOOP, kernels))
-
-
 def test_make_built_the_mpc_kernels_and_they_run_the_mpc_like_the_jit_without_numba():
-    jit, compiled = _closed_loop("jit"), _closed_loop("")
+    jit, compiled = json.loads(_run(CLOSED_LOOP, "jit")), json.loads(_run(CLOSED_LOOP, ""))
     assert jit["kernels"] == aot.MPC_KERNELS and jit["numba"]
     assert compiled["kernels"] == aot.compiled_name(aot.MPC_KERNELS), "run `make` (intent-perf build-kernels)"
     assert not compiled["numba"]
@@ -111,12 +107,8 @@ BELIEF_RUN = textwrap.dedent("""
 """)
 
 
-def _belief_run(kernels: str) -> dict:
-    return json.loads(_run(BELIEF_RUN, kernels))
-
-
 def test_make_built_the_belief_kernels_and_they_track_like_the_jit_without_numba():
-    jit, compiled = _belief_run("jit"), _belief_run("")
+    jit, compiled = json.loads(_run(BELIEF_RUN, "jit")), json.loads(_run(BELIEF_RUN, ""))
     assert jit["kernels"] == [aot.BELIEF_BAYES_KERNELS, aot.BELIEF_PARTICLE_KERNELS] and jit["numba"]
     assert compiled["kernels"] == [aot.compiled_name(aot.BELIEF_BAYES_KERNELS),
                                    aot.compiled_name(aot.BELIEF_PARTICLE_KERNELS)], \
@@ -216,12 +208,8 @@ GP_RUN = textwrap.dedent("""
 """)
 
 
-def _gp_run(kernels: str) -> dict:
-    return json.loads(_run(GP_RUN, kernels))
-
-
 def test_make_built_the_gp_kernels_and_they_predict_and_learn_like_the_jit_without_numba():
-    jit, compiled = _gp_run("jit"), _gp_run("")
+    jit, compiled = json.loads(_run(GP_RUN, "jit")), json.loads(_run(GP_RUN, ""))
     modules = [aot.GP_KERNELS, aot.INPUT_KERNELS, aot.INPUT_KERNELS]
     assert jit["kernels"] == modules and jit["numba"]
     assert compiled["kernels"] == [aot.compiled_name(name) for name in modules], \

@@ -242,6 +242,15 @@ def expand_hypotheses_into(
     return written
 
 
+@njit(cache=True, nogil=True)
+def _row_of(table_ids, used, human):  # pragma: no cover - compiled into its callers
+    """The row of ``human`` among the first ``used`` rows of the belief table, else -1."""
+    for j in range(used):
+        if table_ids[j] == human:
+            return j
+    return -1
+
+
 @njit("i8(i8[:], f8[:], i8[:], f8[:, :], i8, u4[:], f8[:, :], f8)", cache=True, nogil=True)
 def store_beliefs(table_ids, table_time, table_k1, table_probs, used, ids, probs, now):  # pragma: no cover
     """Write each human's belief row ``probs[i]`` (K+1 hypotheses) into the table under ``ids[i]``, received
@@ -249,11 +258,7 @@ def store_beliefs(table_ids, table_time, table_k1, table_probs, used, ids, probs
     number of rows in use. The table keeps the latest belief of every human the MPC may have to load."""
     cap, k1 = table_ids.shape[0], probs.shape[1]
     for i in range(ids.shape[0]):
-        row = -1
-        for j in range(used):
-            if table_ids[j] == ids[i]:
-                row = j
-                break
+        row = _row_of(table_ids, used, ids[i])
         if row < 0:
             if used < cap:
                 row = used
@@ -308,11 +313,7 @@ def load_predictions(
         out_xy[r, 0], out_xy[r, 1] = state[src, 0], state[src, 1]
         out_vxy[r, 0], out_vxy[r, 1] = state[src, 2], state[src, 3]
         if k1 > 1:
-            row = -1
-            for j in range(used):
-                if table_ids[j] == ids[src]:
-                    row = j
-                    break
+            row = _row_of(table_ids, used, ids[src])
             fresh = row >= 0 and table_k1[row] == k1 and now - table_time[row] < timeout
             for k in range(k1):
                 out_probs[r, k] = table_probs[row, k] if fresh else 1.0 / k1
