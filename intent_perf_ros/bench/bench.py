@@ -371,8 +371,8 @@ def run_bench(
             callbacks = callback_summary(windows, names)
         busy = (play_start_mono - sampler.t0, play_end_mono - sampler.t0)
         stats_reports = {n: replayer.stats_count.get(n, 0) - counts_before.get(n, 0) for n in names}
+        executor.shutdown()  # before destroying its node (see nodes.common.run)
         replayer.destroy_node()
-        executor.shutdown()
     finally:
         rclpy.try_shutdown(context=context)
         if owned is not None:

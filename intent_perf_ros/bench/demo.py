@@ -48,6 +48,7 @@ def run_demo(duration_s: float = 20.0, humans: int = 5, rate_hz: float = 30.0, s
         spin_until(executor, lambda: all(driver.stats_count.get(n, 0) >= c for n, c in settled.items()), 5.0)
         rss = {node: psutil.Process(pid).memory_info().rss / 2**20 for node, pid in stack.pids().items()}
         diagnostics = driver.diagnostics
+        executor.shutdown()  # before destroying its node (see nodes.common.run)
         driver.destroy_node()
     finally:
         rclpy.try_shutdown()

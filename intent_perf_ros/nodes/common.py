@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import KeyValue
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -202,6 +202,7 @@ def run(node_factories: Callable[[], Node] | Sequence[Callable[[], Node]], args:
         signal.signal(signum, lambda received, _frame: stop.append(received))
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     nodes: list[Node] = []
+    executor: Executor | None = None
     try:
         for factory in factories:
             nodes.append(factory())
@@ -226,6 +227,11 @@ def run(node_factories: Callable[[], Node] | Sequence[Callable[[], Node]], args:
     except ExternalShutdownException:
         pass
     finally:
+        # The executor lets go of the nodes first: its middleware callbacks unregistered, it no longer
+        # holds them. Destroying a node still in an EventsExecutor hung mpc_node once in rcl's node
+        # teardown (main thread in destroy_when_not_in_use for 10 s, then SIGKILL; CI, 2026-11-27).
+        if executor is not None:
+            executor.shutdown()
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()

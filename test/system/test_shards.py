@@ -179,8 +179,8 @@ def run_stack(tmp_path, shards: int, order: list[int]) -> Lockstep:
         assert {s.name.split(":")[0] for s in driver.diagnostics.status} - {"pipeline"} == expected
         assert all(s.level != DiagnosticStatus.STALE for s in driver.diagnostics.status)
         driver.stamps = [t0 + k * PERIOD_NS for k in range(TICKS)]
+        executor.shutdown()  # before destroying its node (see nodes.common.run)
         driver.destroy_node()
-        executor.shutdown()
     finally:
         rclpy.try_shutdown(context=context)
         codes = stack.stop()
