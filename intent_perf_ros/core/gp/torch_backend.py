@@ -1,9 +1,11 @@
 """Exact GP in torch: CUDA when available (large N, large batches), else CPU.
 
 Same math and interface as ``ExactGP`` (R&W Alg. 2.1, cached L and beta = L^-1 Y). Imported only
-when ``PredictorConfig.backend == "torch"`` so numpy-only deployments never load torch. Unlike the
-numpy backend, predict allocates device tensors per call (torch's caching allocator reuses them);
-on one query it is launch-bound on a GPU, so it pays for big N and big batches only.
+when ``PredictorConfig.backend == "torch"`` so numpy-only deployments never load torch. ``reserve``
+allocates every tensor ``predict_into`` needs for up to that many queries (on CUDA also pinned host
+buffers for the transfers), and each step writes into them with ``out=`` or in place: steady-state
+predictions allocate no tensor (checked with torch's memory profiler). On one query it is
+launch-bound on a GPU, so it pays for big N and big batches only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from intent_perf_ros.core.gp.kernels import RBFParams
 
 
 def _rbf(a: torch.Tensor, b: torch.Tensor, inv_ls: torch.Tensor, signal_var: float) -> torch.Tensor:
+    """The kernel matrix of a fit (allocating; prediction uses the buffers of ``reserve``)."""
     return signal_var * torch.exp(-0.5 * torch.cdist(a * inv_ls, b * inv_ls).square())
 
 
@@ -73,6 +76,7 @@ class TorchExactGP:
             lower, torch.as_tensor(y, dtype=self.tdtype_, device=self.device_), upper=False
         )
         self.x_t_ = xt
+        self.max_queries_ = 0  # the buffers depend on the training set: allocated again by reserve()
         return self
 
     @property
@@ -80,13 +84,37 @@ class TorchExactGP:
         return self.x_train_.shape[0] if hasattr(self, "x_train_") else 0
 
     def reserve(self, max_queries: int) -> None:
-        """Run one prediction so kernels are loaded and the caching allocator is primed."""
-        probe = np.zeros((max(max_queries, 1), self.x_train_.shape[1]), dtype=np.dtype(self.dtype))
-        self.predict_into(
-            probe,
-            np.empty((probe.shape[0], self.beta_t_.shape[1]), probe.dtype),
-            np.empty(probe.shape[0], probe.dtype),
-        )
+        """Allocate the buffers for up to ``max_queries`` queries and run one prediction (kernels loaded)."""
+        self._allocate(max(max_queries, 1))
+        probe = np.zeros((self.max_queries_, self.x_train_.shape[1]), dtype=np.dtype(self.dtype))
+        p = self.beta_t_.shape[1]
+        self.predict_into(probe, np.empty((len(probe), p), probe.dtype), np.empty(len(probe), probe.dtype))
+
+    def _allocate(self, m: int) -> None:
+        n, d, p = self.x_train_.shape[0], self.x_train_.shape[1], self.beta_t_.shape[1]
+        opts = {"dtype": self.tdtype_, "device": self.device_}
+        # Kernel by ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b on lengthscale-scaled inputs, as cdist does for
+        # large inputs: one matrix product into a buffer, where cdist returns a new tensor.
+        # A Python number in an in-place op becomes a new 0-dim tensor at every call; a Scalar argument
+        # (alpha, clamp bounds) does not. So log(sf2) is folded into the training norms, exp then gives
+        # sf2 * exp(-d^2 / 2) directly, and constants enter as ``alpha`` of a 0-dim tensor of 1.
+        self.log_sf2_ = float(np.log(self.params.signal_var))
+        self.xs_t_ = self.x_t_ * self.inv_ls_t_
+        self.half_xsq_t_ = 0.5 * self.xs_t_.square().sum(1, keepdim=True) - self.log_sf2_  # (n, 1)
+        self._one = torch.ones((), **opts)
+        self._q = torch.empty((m, d), **opts)
+        self._qsq = torch.empty(m, **opts)
+        # (n, k) views of flat storage stay contiguous for any k <= m: what the triangular solve wants
+        self._ks_flat = torch.empty(n * m, **opts)
+        self._v_flat = torch.empty(n * m, **opts)
+        self._mean = torch.empty((m, p), **opts)
+        self._var = torch.empty(m, **opts)
+        pin = self.device_.type == "cuda"
+        self._q_host = self._q if not pin else torch.empty((m, d), dtype=self.tdtype_, pin_memory=True)
+        self._mean_host = self._mean if not pin else torch.empty((m, p), dtype=self.tdtype_, pin_memory=True)
+        self._var_host = self._var if not pin else torch.empty(m, dtype=self.tdtype_, pin_memory=True)
+        self._q_np, self._mean_np, self._var_np = self._q_host.numpy(), self._mean_host.numpy(), self._var_host.numpy()
+        self.max_queries_ = m
 
     def predict_into(
         self, xq: np.ndarray, out_mean: np.ndarray, out_var: np.ndarray, include_noise: bool = True
@@ -94,14 +122,33 @@ class TorchExactGP:
         m = xq.shape[0]
         if m == 0:
             return
-        p = self.params
-        q = torch.as_tensor(xq, dtype=self.tdtype_).to(self.device_)
-        ks = _rbf(q, self.x_t_, self.inv_ls_t_, p.signal_var)
-        v = torch.linalg.solve_triangular(self.L_t_, ks.T, upper=False)  # R&W Alg. 2.1 line 5
-        mean = v.T @ self.beta_t_
-        var = (p.signal_var + (p.noise_var if include_noise else 0.0)) - v.square().sum(0)
-        out_mean[:m] = mean.cpu().numpy()
-        out_var[:m] = var.clamp_min(0.0).cpu().numpy()
+        if m > getattr(self, "max_queries_", 0):
+            self._allocate(m)  # as ExactGP: the buffers grow (allocating once) for more queries than reserved
+        p, n = self.params, self.x_train_.shape[0]
+        self._q_np[:m] = xq
+        q = self._q[:m]
+        if self._q_host is not self._q:
+            q.copy_(self._q_host[:m], non_blocking=True)
+        q.mul_(self.inv_ls_t_)
+        qsq = self._qsq[:m]
+        torch.linalg.vector_norm(q, dim=1, out=qsq)
+        qsq.square_()
+        ks = self._ks_flat[: n * m].view(n, m)  # K(X, Xq), transposed for the solve
+        torch.mm(self.xs_t_, q.T, out=ks)
+        ks.sub_(self.half_xsq_t_).sub_(qsq, alpha=0.5).clamp_max_(self.log_sf2_).exp_()
+        v = self._v_flat[: n * m].view(n, m)
+        torch.linalg.solve_triangular(self.L_t_, ks, upper=False, out=v)  # R&W Alg. 2.1 line 5
+        mean, var = self._mean[:m], self._var[:m]
+        torch.mm(v.T, self.beta_t_, out=mean)
+        torch.linalg.vector_norm(v, dim=0, out=var)
+        var.square_().neg_().add_(self._one, alpha=p.signal_var + (p.noise_var if include_noise else 0.0))
+        var.clamp_min_(0.0)
+        if self._mean_host is not self._mean:
+            self._mean_host[:m].copy_(mean, non_blocking=True)
+            self._var_host[:m].copy_(var, non_blocking=True)
+            torch.cuda.current_stream(self.device_).synchronize()
+        out_mean[:m] = self._mean_np[:m]
+        out_var[:m] = self._var_np[:m]
 
     def predict(self, xq: np.ndarray, include_noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         return allocating_predict(self, xq, self.x_train_.shape[1], self.beta_t_.shape[1], include_noise)
@@ -132,4 +179,5 @@ class TorchExactGP:
         self.L_t_ = torch.as_tensor(state["L"], dtype=self.tdtype_, device=self.device_)
         self.beta_t_ = torch.as_tensor(state["beta"], dtype=self.tdtype_, device=self.device_)
         self.jitter_ = float(state["jitter"])
+        self.max_queries_ = 0
         return self
