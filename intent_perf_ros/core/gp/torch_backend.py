@@ -104,7 +104,8 @@ class TorchExactGP:
         self._one = torch.ones((), **opts)
         self._q = torch.empty((m, d), **opts)
         self._qsq = torch.empty(m, **opts)
-        # (n, k) views of flat storage stay contiguous for any k <= m: what the triangular solve wants
+        # (k, n) views of flat storage stay contiguous for any k <= m; transposed, they are the column-major
+        # (n, k) right-hand side and result that the triangular solve (LAPACK trsm) works on without a copy
         self._ks_flat = torch.empty(n * m, **opts)
         self._v_flat = torch.empty(n * m, **opts)
         self._mean = torch.empty((m, p), **opts)
@@ -133,14 +134,14 @@ class TorchExactGP:
         qsq = self._qsq[:m]
         torch.linalg.vector_norm(q, dim=1, out=qsq)
         qsq.square_()
-        ks = self._ks_flat[: n * m].view(n, m)  # K(X, Xq), transposed for the solve
-        torch.mm(self.xs_t_, q.T, out=ks)
-        ks.sub_(self.half_xsq_t_).sub_(qsq, alpha=0.5).clamp_max_(self.log_sf2_).exp_()
-        v = self._v_flat[: n * m].view(n, m)
-        torch.linalg.solve_triangular(self.L_t_, ks, upper=False, out=v)  # R&W Alg. 2.1 line 5
+        ks = self._ks_flat[: n * m].view(m, n)  # K(Xq, X)
+        torch.mm(q, self.xs_t_.T, out=ks)
+        ks.sub_(self.half_xsq_t_.T).sub_(qsq[:, None], alpha=0.5).clamp_max_(self.log_sf2_).exp_()
+        v = self._v_flat[: n * m].view(m, n)
+        torch.linalg.solve_triangular(self.L_t_, ks.T, upper=False, out=v.T)  # R&W Alg. 2.1 line 5
         mean, var = self._mean[:m], self._var[:m]
-        torch.mm(v.T, self.beta_t_, out=mean)
-        torch.linalg.vector_norm(v, dim=0, out=var)
+        torch.mm(v, self.beta_t_, out=mean)
+        torch.linalg.vector_norm(v, dim=1, out=var)
         var.square_().neg_().add_(self._one, alpha=p.signal_var + (p.noise_var if include_noise else 0.0))
         var.clamp_min_(0.0)
         if self._mean_host is not self._mean:
