@@ -22,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from intent_perf_ros.core.gp.predictor import CHI2_2_95, PredictorConfig, TrajectoryPredictor
+from intent_perf_ros.core.gp.retune import RETUNE_EVERY
 from intent_perf_ros.datasets import eth_ucy
 
 METRICS = ("ade", "fde", "cv_ade", "cv_fde", "coverage95", "us_per_prediction")
@@ -43,7 +44,8 @@ def training_set(held_out: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray,
 
 
 def evaluate_recording(
-    pred: TrajectoryPredictor, rec: eth_ucy.Windows, online: bool, chosen: np.ndarray, acc: dict
+    pred: TrajectoryPredictor, rec: eth_ucy.Windows, online: bool, chosen: np.ndarray, acc: dict,
+    retune_every: int = RETUNE_EVERY,
 ) -> None:
     """Predict the chosen windows of one recording frame by frame, learning causally if online."""
     cfg = pred.config
@@ -57,8 +59,11 @@ def evaluate_recording(
         if online:
             stop = int(np.searchsorted(end_frame[by_end], start, side="left"))  # ended strictly before
             if stop > learned:
-                pred.add_windows(rec.xy[by_end[learned:stop]])
+                done = by_end[learned:stop]
+                pred.add_windows(rec.xy[done], end_frame[done] // eth_ucy.FRAME_STEP)
                 learned = stop
+                if pred.place_retune_due(every=retune_every):  # the node does it in a child process (gp.background)
+                    pred.retune_place_now()
         idx = chosen[rec.start_frame[chosen] == start]
         for lo in range(0, idx.size, cfg.max_humans):
             batch = idx[lo : lo + cfg.max_humans]
@@ -84,7 +89,8 @@ def evaluate_recording(
 
 
 def evaluate_scene(
-    scene: str, settings: list[str], cfg: PredictorConfig, data_dir: Path, max_windows: int | None, seed: int
+    scene: str, settings: list[str], cfg: PredictorConfig, data_dir: Path, max_windows: int | None, seed: int,
+    retune_every: int = RETUNE_EVERY,
 ) -> dict:
     xy, groups, frames = training_set(scene, data_dir)
     recs = recordings(list(eth_ucy.SCENE_FILES[scene]), data_dir)
@@ -105,7 +111,7 @@ def evaluate_scene(
             chosen = keep[(keep >= offset) & (keep < offset + len(rec.xy))] - offset
             offset += len(rec.xy)
             pred.reset_online()
-            evaluate_recording(pred, rec, setting == "online", chosen, acc)
+            evaluate_recording(pred, rec, setting == "online", chosen, acc, retune_every)
         n = acc["n"]
         result[setting] = {
             "ade": acc["ade"] / n,
@@ -158,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--backend", choices=("auto", "numpy", "torch"), default="auto")
     parser.add_argument(
+        "--retune-every",
+        type=int,
+        default=RETUNE_EVERY,
+        help="online: re-tune the place GP after every N windows it learns, as the node does (0: never)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -181,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     results: dict[str, dict] = {s: {} for s in settings}
     for scene in args.scenes:
         t0 = time.perf_counter()
-        per_setting = evaluate_scene(scene, settings, cfg, data_dir, args.max_windows, args.seed)
+        per_setting = evaluate_scene(scene, settings, cfg, data_dir, args.max_windows, args.seed, args.retune_every)
         for setting in settings:
             results[setting][scene] = per_setting[setting]
         print(f"{scene}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -9,7 +9,9 @@ import numpy as np
 from rclpy.node import Node
 
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
+from intent_perf_ros.core.gp.background import BackgroundRetune
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
+from intent_perf_ros.core.gp.retune import RETUNE_EVERY, RETUNE_FIRST
 from intent_perf_ros.core.gp.store import StoreError, load_place_windows, save_place_windows
 from intent_perf_ros.core.shared_models import RedisModelStore, SharedModelError, load_shared_predictor, share_predictor
 from intent_perf_ros.core.tracks import TrackHistory
@@ -56,6 +58,11 @@ class GpInferenceNode(Node):
         # starts with this place's GP instead of learning it again.
         place_site: str = self.declare_parameter("place_site", "").value
         place_save_period_s: float = self.declare_parameter("place_save_period_s", 30.0).value
+        # Re-choosing the place GP's hyperparameters on this place's own windows, in a child process
+        # (core.gp.background): first after place_retune_first learned windows, then every
+        # place_retune_every more (0: never).
+        self.place_retune_first: int = self.declare_parameter("place_retune_first", RETUNE_FIRST).value
+        self.place_retune_every: int = self.declare_parameter("place_retune_every", RETUNE_EVERY).value
         stats_period_s: float = self.declare_parameter("stats_period_s", 1.0).value
         budget_ms: float = self.declare_parameter("cycle_budget_ms", 8.0).value
         # Sharding: this process predicts only the humans whose id hashes to shard_index (core.sharding).
@@ -89,6 +96,9 @@ class GpInferenceNode(Node):
         self._var = np.zeros((self.max_humans, pred_steps, 2))
         self._pred_steps = pred_steps
         self._windows_learned = self._windows_skipped = 0
+        self._last_stamp_s = 0.0
+        self.retuner = BackgroundRetune() if self.online_learning and self.place_retune_every > 0 else None
+        self._retune_failures_seen = self._retunes_run = 0
         if self._place_site:
             self._restore_place()
         self._message = IntentPredictionArray(step_dt=self.step_dt, horizon_steps=pred_steps,
@@ -164,6 +174,7 @@ class GpInferenceNode(Node):
             self.stats.warn(
                 f"bad humans in input: {dropped} dropped, {repaired} repaired (non-finite values, duplicate ids "
                 f"or more than {self.max_humans})")
+        self._last_stamp_s = stamp_s
         if n:
             self.tracks.observe(stamp_s, self._ids, self._xy, n)
             self.tracks.history(self._vxy, n, self._history)
@@ -218,8 +229,26 @@ class GpInferenceNode(Node):
             keep = np.linspace(0, len(windows) - 1, self.learn_max_windows).round().astype(np.intp)
             self._windows_skipped += len(windows) - len(keep)
             windows = windows[keep]
-        self.predictor.add_windows(windows)
+        # they completed since the last tick (learn_period_s, under one step): stamped with the latest observation
+        self.predictor.add_windows(windows, self._last_stamp_s / self.step_dt)
         self._windows_learned += len(windows)
+        if self.retuner is not None:
+            self._retune()
+
+    def _retune(self) -> None:
+        """Adopt a finished re-tuning, or start one when due (the work runs in a child process)."""
+        result = self.retuner.poll()
+        if result is not None:
+            self._retunes_run += 1
+            if self.predictor.adopt_place_retune(result):
+                self.get_logger().info(f"place GP re-tuned on {result.tested} windows of this place: "
+                                       f"candidate {result.choice}")
+        elif self.retuner.failures > self._retune_failures_seen:
+            self._retune_failures_seen = self.retuner.failures
+            self.stats.errors += 1
+            self.stats.warn(f"place GP re-tuning failed, keeping its settings: {self.retuner.last_error}")
+        if not self.retuner.busy and self.predictor.place_retune_due(self.place_retune_first, self.place_retune_every):
+            self.retuner.start(self.predictor.place_snapshot())
 
     def _restore_place(self) -> None:
         """Learn the windows stored for this site again; a missing, corrupt or stale entry starts cold."""
@@ -247,6 +276,8 @@ class GpInferenceNode(Node):
             self.get_logger().warning(f"could not store the learned windows of site '{self._place_site}': {exc}")
 
     def destroy_node(self) -> None:
+        if self.retuner is not None:
+            self.retuner.close()
         self.save_place()
         super().destroy_node()
 
@@ -256,7 +287,9 @@ class GpInferenceNode(Node):
                       "tracks_out_of_order": str(self.tracks.out_of_order),
                       "tracks_id_jumps": str(self.tracks.jumps),
                       "windows_learned": str(self._windows_learned),
-                      "windows_skipped": str(self._windows_skipped)})
+                      "windows_skipped": str(self._windows_skipped),
+                      "place_retunes_run": str(self._retunes_run),
+                      "place_retune_failures": str(self.retuner.failures if self.retuner is not None else 0)})
         return extra
 
 

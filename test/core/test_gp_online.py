@@ -49,6 +49,18 @@ def test_fifo_drop_equals_refit_on_newest_points() -> None:
     _check_equal_to_refit(model)
 
 
+def test_every_chunk_crossing_the_capacity_equals_refit() -> None:
+    """A chunk larger than the room left (k > points dropped): the drop's in-place relayout once wrote
+    past the columns it had not moved yet, for 11 of these 580 cases; the tests above never cross."""
+    x, y = _data(60, seed=3)
+    for n0 in range(1, 21):
+        for k in range(1, 30):
+            model = OnlineGP(PARAMS, capacity=20).fit(x[:n0], y[:n0])
+            model.add(x[n0 : n0 + k], y[n0 : n0 + k])
+            np.testing.assert_array_equal(model.x_train_, x[max(0, n0 + k - 20) : n0 + k])
+            _check_equal_to_refit(model)
+
+
 def test_new_hyperparameters_trigger_a_refit() -> None:
     x, y = _data(80)
     model = OnlineGP(PARAMS, capacity=100).fit(x, y)

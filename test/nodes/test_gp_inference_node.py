@@ -1,11 +1,13 @@
 """gp_inference_node alone with a fake tracker: one prediction per human, the observation's stamp."""
 import itertools
 import math
+import time
 
 import numpy as np
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from intent_perf_ros.core.gp.retune import PLACE_GRID
 from intent_perf_ros.msg import HumanState, IntentPredictionArray, TrackedHumans
 from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS
 from intent_perf_ros.nodes.flat_fields import prediction_layout, read_fields
@@ -93,7 +95,7 @@ def test_online_learning_takes_a_bounded_evenly_spaced_chunk_per_tick(ros, tmp_p
         Parameter("learn_max_windows", value=5),
     ]))
     learned: list[np.ndarray] = []
-    gp.predictor.add_windows = lambda windows: learned.append(windows.copy())
+    gp.predictor.add_windows = lambda windows, *_: learned.append(windows.copy())
     completed: list[np.ndarray] = []
     take = gp.tracks.take_windows
     gp.tracks.take_windows = lambda: completed.append(take().copy()) or completed[-1]
@@ -154,6 +156,39 @@ def test_a_restarted_node_at_the_same_site_starts_with_the_learned_place_model(r
     cold = np.zeros((3, 12, 2))
     other.predictor.predict(history, cold, np.zeros((3, 12, 2)))
     assert np.abs(cold - mean_a).max() > 1e-3  # the place model did change the prediction
+
+
+def test_the_place_gp_is_retuned_in_a_child_process_and_adopted_by_a_later_tick(ros, tmp_path):
+    gp = ros.add(GpInferenceNode(parameter_overrides=[
+        Parameter("model_cache_dir", value=str(tmp_path / "models")),
+        Parameter("dataset_dir", value=str(tmp_path / "no_data")),
+        Parameter("max_stamp_age_s", value=1e10),
+        Parameter("learn_period_s", value=1e6),  # learn() is called by the test
+        Parameter("learn_max_windows", value=1000),
+        Parameter("place_retune_first", value=300),
+    ]))
+    for k in range(500):  # 50 s of six humans on arcs at 10 Hz, learned once per test second
+        a = 0.01 * k
+        msg = TrackedHumans(humans=[HumanState(id=i, x=0.1 * k, y=i + (1 + i % 3) * math.sin(a), vx=1.0,
+                                               vy=0.1 * (1 + i % 3) * math.cos(a)) for i in range(6)])
+        msg.header.frame_id = "map"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k // 10, (k % 10) * 100_000_000
+        gp.on_humans(msg)
+        if k % 10 == 9 and not gp.retuner.busy:
+            gp.learn()
+    assert gp.retuner.busy  # started once 300 timed windows (20 s) were learned; the node's thread went on
+    deadline = time.monotonic() + 120.0
+    while gp.retuner._thread.is_alive():
+        assert time.monotonic() < deadline, "no answer from the re-tuning child"
+        gp.retuner._thread.join(0.1)
+    gp.learn()  # the next tick adopts it
+    assert gp._retunes_run == 1 and gp.retuner.failures == 0
+    extra = gp._extra_stats()
+    assert extra["place_retunes_run"] == "1" and extra["place_retune_failures"] == "0"
+    # Without an offline fit the place GP starts with DEFAULT_PLACE_PARAMS, none of the grid: whichever
+    # candidate the replay chose, the node adopted it
+    assert extra["gp.place_retunes"] == "1"
+    assert any(p.same_as(gp.predictor.place_model_.params) for p in PLACE_GRID)
 
 
 def test_learning_runs_in_the_slack_after_a_published_prediction(ros, tmp_path):

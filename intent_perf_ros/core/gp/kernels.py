@@ -92,6 +92,11 @@ class RBFParams:
         """Unconstrained vector (log l_1..log l_d, log sf2, log sn2) the optimiser works on."""
         return np.concatenate([np.log(self.lengthscales), [np.log(self.signal_var), np.log(self.noise_var)]])
 
+    def same_as(self, other: RBFParams) -> bool:
+        """Equal values (a stored model's parameters are copies of the grid's, not the same objects)."""
+        return (self.signal_var == other.signal_var and self.noise_var == other.noise_var
+                and np.array_equal(self.lengthscales, other.lengthscales))
+
     @classmethod
     def from_log(cls, theta: np.ndarray) -> RBFParams:
         return cls(np.exp(theta[:-2]), float(np.exp(theta[-2])), float(np.exp(theta[-1])))

@@ -49,8 +49,36 @@ class OnlineGP(ExactGP):
         x = np.asarray(x, dtype=np.float64)[-self.capacity :]
         y = np.asarray(y, dtype=np.float64)[-self.capacity :]
         check_xy(x, y)
+        self._allocate(x.shape[1], y.shape[1])
+        if x.shape[0]:
+            exact = ExactGP(self.params, self.jitter, self.max_jitter, self.dtype, predict_with="solve").fit(
+                x, y
+            )
+            self._take(x, y, exact.L_, exact.beta_, exact.jitter_)
+        self._set_views()
+        return self
+
+    def set_state(self, state: dict[str, np.ndarray]) -> OnlineGP:
+        """Take over a model fitted elsewhere (``state()`` of an OnlineGP or ExactGP with these
+        hyperparameters) without refactoring: O(N^2) copies and the weights' solve, where ``fit`` is
+        O(N^3). The buffers are reused when their sizes match. Counted as a refit."""
+        x = np.asarray(state["x_train"], dtype=np.float64)
+        y = np.asarray(state["y_train"], dtype=np.float64)
+        check_xy(x, y)
+        n = x.shape[0]
+        if n > self.capacity or state["L"].shape != (n, n) or state["beta"].shape != y.shape:
+            raise ValueError(f"state of {n} points does not fit capacity {self.capacity} or its L/beta shapes differ")
+        if getattr(self, "_x", None) is not None and self._x.shape[1] == x.shape[1] and self._y.shape[1] == y.shape[1]:
+            self.refits_ += 1
+        else:
+            self._allocate(x.shape[1], y.shape[1])
+        self._take(x, y, state["L"], state["beta"], float(state["jitter"]))
+        self._set_views()
+        return self
+
+    def _allocate(self, d: int, p: int) -> None:
         dt = np.dtype(self.dtype)
-        cap, d, p = self.capacity, x.shape[1], y.shape[1]
+        cap = self.capacity
         self._x = np.empty((cap, d))
         self._y = np.empty((cap, p))
         self._scaled = np.empty((cap, d), dtype=dt)
@@ -67,21 +95,17 @@ class OnlineGP(ExactGP):
         self.refits_ = getattr(self, "refits_", 0) + 1
         self.incremental_updates_ = getattr(self, "incremental_updates_", 0)
         self.jitter_ = self.jitter
-        if x.shape[0]:
-            exact = ExactGP(self.params, self.jitter, self.max_jitter, self.dtype, predict_with="solve").fit(
-                x, y
-            )
-            n = x.shape[0]
-            self._lflat[: n * n] = exact.L_.ravel(order="F")
-            self._beta[:n] = exact.beta_
-            self._x[:n] = x
-            self._y[:n] = y
-            self.jitter_ = exact.jitter_
-            self._n = n
-        self._set_views()
         if not hasattr(self, "_buffer"):
             self._buffer = np.empty(0, dtype=dt)
-        return self
+
+    def _take(self, x: np.ndarray, y: np.ndarray, lower: np.ndarray, beta: np.ndarray, jitter: float) -> None:
+        n = x.shape[0]
+        self._lflat[: n * n] = lower.ravel(order="F")
+        self._beta[:n] = beta
+        self._x[:n] = x
+        self._y[:n] = y
+        self.jitter_ = jitter
+        self._n = n
 
     def _set_views(self) -> None:
         n = self._n
@@ -147,7 +171,11 @@ class OnlineGP(ExactGP):
         overflow = self._n + k - self.capacity
         ld = self._n
         if overflow > 0:
-            ld = self._n - overflow + k
+            # The drop relayouts in place, forward, so only to a leading dimension <= the current one; up
+            # to that, the size after the append (the append's own relayout then has nothing to do).
+            # Asking for more (a chunk that crosses the capacity: k > overflow) overwrote columns not yet
+            # moved, and the place GP predicted from a corrupted factor from then on.
+            ld = min(self._n - overflow + k, self._n)
             gp_loops(self._lflat.dtype).drop_first_into(self._lflat, self._n, overflow, ld, self._beta,
                                                         self._scratch_x, self._scratch_w)
             self._x[: self._n - overflow] = self._x[overflow : self._n].copy()

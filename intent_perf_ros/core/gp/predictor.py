@@ -41,6 +41,15 @@ from intent_perf_ros.core.gp.features import (
 )
 from intent_perf_ros.core.gp.kernels import RBFParams, all_finite, gp_loops
 from intent_perf_ros.core.gp.online import OnlineGP, compile_online_kernels
+from intent_perf_ros.core.gp.retune import (
+    PLACE_GRID,
+    RETUNE_EVERY,
+    RETUNE_FIRST,
+    PlaceRetune,
+    PlaceSnapshot,
+    retune_place,
+    simulate_online,
+)
 from intent_perf_ros.core.gp.sparse import SparseGP
 
 LOG = logging.getLogger(__name__)
@@ -53,15 +62,6 @@ PRIOR_STD_POWER = 1.4
 # 0.5 in heading (cos, sin: about 30 degrees), 0.5 m/s in speed, half of the standardised residual
 # variance explainable by place.
 DEFAULT_PLACE_PARAMS = RBFParams(np.array([4.0, 4.0, 0.5, 0.5, 0.5]), 0.5, 0.5)
-# Candidates for the place GP (position lengthscale m, heading lengthscale, noise share of the unit
-# standardised variance; speed lengthscale 0.5 m/s), chosen among by the simulated online protocol
-# (``_tune_place``).
-PLACE_GRID = tuple(
-    RBFParams(np.array([lp, lp, lh, lh, 0.5]), 1.0 - noise, noise)
-    for lp in (2.0, 4.0)
-    for lh in (0.3, 0.6)
-    for noise in (0.5, 0.75)
-)
 
 
 @dataclass
@@ -153,6 +153,8 @@ class TrajectoryPredictor:
         self._reserved = 0
         self._window_log: np.ndarray | None = None  # ring of the newest learned windows (persistence)
         self._window_head = self._window_count = 0
+        self.place_retunes_ = 0
+        self._reset_place_times()
 
     # -- learning --------------------------------------------------------------------------------
     def fit(
@@ -336,47 +338,6 @@ class TrajectoryPredictor:
         err = np.concatenate(targets) - shrink * np.concatenate(preds)
         return shrink, (err, np.concatenate(variances), gain_x[np.concatenate(tested)])
 
-    def _simulate_place(
-        self,
-        params: RBFParams,
-        place: np.ndarray,
-        resid: np.ndarray,
-        groups: np.ndarray,
-        frames: np.ndarray,
-        rng: np.random.Generator,
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Replay the online protocol inside each training place: (targets, place-GP means) per place.
-
-        At ``place_sim_cuts`` times s per place the place GP holds the newest ``online_capacity``
-        windows that *ended* before s (end = start + obs + pred - 1 steps) and predicts windows
-        starting in [s, s + obs + pred), as ``add_windows`` would have it on the robot.
-        """
-        cfg = self.config
-        span = cfg.obs_steps + cfg.pred_steps
-        targets, preds = [], []
-        for g in np.unique(groups):
-            idx = np.flatnonzero(groups == g)
-            idx = idx[np.argsort(frames[idx], kind="stable")]
-            start = frames[idx]
-            end = start + span - 1
-            cuts = np.unique(start[start >= start[0] + 2 * span])
-            if idx.size < 100 or cuts.size == 0:
-                continue
-            cuts = rng.choice(cuts, size=min(cfg.place_sim_cuts, cuts.size), replace=False)
-            tg, pr = [], []
-            for s in cuts:
-                pool = idx[end < s][-cfg.online_capacity :]
-                test = idx[(start >= s) & (start < s + span)][:50]
-                if pool.size < 10 or test.size == 0:
-                    continue
-                model = ExactGP(params, jitter=cfg.jitter, predict_with="solve").fit(place[pool], resid[pool])
-                tg.append(resid[test])
-                pr.append(model.predict(place[test])[0])
-            if tg:
-                targets.append(np.concatenate(tg))
-                preds.append(np.concatenate(pr))
-        return targets, preds
-
     def _tune_place(
         self,
         place: np.ndarray,
@@ -397,10 +358,11 @@ class TrajectoryPredictor:
         resid = z - self.motion_shrink_ * self.motion_model_.predict(motion)[0]
         seed = int(rng.integers(2**31))
         best = np.inf
+        cfg = self.config
         for params in PLACE_GRID:
-            targets, preds = self._simulate_place(
-                params, place, resid, groups, frames, np.random.default_rng(seed)
-            )
+            targets, preds = simulate_online(params, place, resid, groups, frames, np.random.default_rng(seed),
+                                             cfg.online_capacity, cfg.place_sim_cuts,
+                                             cfg.obs_steps + cfg.pred_steps, cfg.jitter)
             if not targets:
                 return
             shrink = self._combine_shrinkage(targets, preds, z.shape[1], self.config.place_shrink_rule)
@@ -408,14 +370,22 @@ class TrajectoryPredictor:
             if err < best:
                 best, self.place_params_, self.place_shrink_ = err, params, shrink
 
-    def add_windows(self, windows: np.ndarray) -> None:
-        """Learn from completed windows of this place (FIFO-bounded, incremental factor updates)."""
+    def add_windows(self, windows: np.ndarray, end_steps: np.ndarray | float | None = None) -> None:
+        """Learn from completed windows of this place (FIFO-bounded, incremental factor updates).
+
+        ``end_steps``: when each window's last position was observed, in steps of ``step_dt`` (one
+        number for all, or one per window); windows without it are learned but not replayed when the
+        place GP is re-tuned online.
+        """
         cfg = self.config
         if not cfg.use_place_model:
             return
         hist, fut = split_windows(windows, cfg.obs_steps, cfg.pred_steps)
         if hist.shape[0] == 0:
             return
+        span = cfg.obs_steps + cfg.pred_steps
+        starts = np.broadcast_to(np.nan if end_steps is None else np.asarray(end_steps, dtype=np.float64),
+                                 hist.shape[0]) - (span - 1)
         motion, place, rot = compute_features(hist, cfg.step_dt, cfg.motion_lags)
         z = residual_targets(hist, fut, rot) / self.col_scale_
         motion_mean, motion_var = self._motion_prediction(motion)
@@ -428,7 +398,7 @@ class TrajectoryPredictor:
             # the bounded window is not filled with near-duplicate overlapping windows
             _, latent = self.place_model_.predict(place, include_noise=False)
             novel = latent > cfg.online_novelty * self.place_model_.params.signal_var
-            place, z = place[novel], z[novel]
+            place, z, starts = place[novel], z[novel], starts[novel]
             if place.shape[0] == 0:
                 return
         try:
@@ -442,6 +412,8 @@ class TrajectoryPredictor:
             else:
                 self.place_model_.add(place, z)
             self._log_windows(windows)
+            self._place_starts = np.concatenate([self._place_starts, starts])[-cfg.online_capacity :]
+            self._place_rows_added += len(starts)
         except np.linalg.LinAlgError as exc:
             # Jitter escalation (linalg.cholesky_jittered) gave up: a half-updated factor must not
             # predict, so fall back to the last good model - the offline motion model, which online
@@ -449,7 +421,54 @@ class TrajectoryPredictor:
             LOG.warning("online place model dropped after a failed factorisation (%s); learning it anew", exc)
             self.place_model_ = None
             self._window_count = 0
+            self._reset_place_times()
             self.place_failures_ += 1
+
+    # -- online re-tuning of the place GP (retune.py) --------------------------------------------
+    def _reset_place_times(self) -> None:
+        self._place_starts = np.empty(0)  # start step of each row of the place GP (NaN: unknown)
+        self._place_rows_added = 0
+        self._retuned_at_rows = 0
+
+    def place_retune_due(self, first: int = RETUNE_FIRST, every: int = RETUNE_EVERY) -> bool:
+        """Whether to re-tune the place GP online: it holds ``first`` windows with known times and was
+        never re-tuned, or took in ``every`` more since the last snapshot (``every`` 0: never)."""
+        if self.place_model_ is None or every <= 0:
+            return False
+        if self._retuned_at_rows == 0:
+            return int(np.isfinite(self._place_starts).sum()) >= first
+        return self._place_rows_added - self._retuned_at_rows >= every
+
+    def place_snapshot(self) -> PlaceSnapshot:
+        """Copies of what ``retune.retune_place`` needs (picklable: it may run in another process)."""
+        cfg, model = self.config, self.place_model_
+        if model is None:
+            raise RuntimeError("nothing learned in this place yet: no place GP to re-tune")
+        self._retuned_at_rows = self._place_rows_added
+        current = next((i for i, p in enumerate(PLACE_GRID) if p.same_as(model.params)), -1)
+        return PlaceSnapshot(np.array(model.x_train_), np.array(model.y_train_), self._place_starts.copy(),
+                             self.place_shrink_.copy(), current, self._place_rows_added, cfg.online_capacity,
+                             cfg.place_sim_cuts, cfg.obs_steps + cfg.pred_steps, cfg.jitter, cfg.dtype, cfg.seed)
+
+    def adopt_place_retune(self, result: PlaceRetune) -> bool:
+        """Switch the place GP to re-tuned hyperparameters (a model fitted on the snapshot, plus the rows
+        learned since); False when the choice did not change or the place was reset since."""
+        model = self.place_model_
+        if result.state is None or model is None or result.rows_added > self._place_rows_added:
+            return False
+        newer = min(self._place_rows_added - result.rows_added, model.n_train)
+        x_new, y_new = model.x_train_[model.n_train - newer :].copy(), model.y_train_[model.n_train - newer :].copy()
+        model.params = PLACE_GRID[result.choice]
+        model.set_state(result.state)
+        if newer:
+            model.add(x_new, y_new)
+        self.place_retunes_ += 1
+        return True
+
+    def retune_place_now(self) -> bool:
+        """``retune_place`` in this thread, then adopt it (``eval-trajectories``; a node runs it in a
+        child process, ``core.gp.background``)."""
+        return self.adopt_place_retune(retune_place(self.place_snapshot()))
 
     def _log_windows(self, windows: np.ndarray) -> None:
         """Keep the newest ``online_capacity`` learned windows, the place GP's raw material."""
@@ -477,6 +496,7 @@ class TrajectoryPredictor:
         """Forget what was learned online (e.g. the robot moved to another place)."""
         self.place_model_ = None
         self._window_count = 0
+        self._reset_place_times()
         self._reset_variance_adaptation()
 
     def _reset_variance_adaptation(self) -> None:
@@ -653,6 +673,7 @@ class TrajectoryPredictor:
             "refits": self.refits_ + (place.refits_ if place is not None else 0),
             "incremental_updates": place.incremental_updates_ if place is not None else 0,
             "place_failures": self.place_failures_,
+            "place_retunes": self.place_retunes_,
             "max_humans": self._reserved,
         }
 
