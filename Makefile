@@ -63,7 +63,7 @@ $(STAMP)/package: setup.py $(STAMP)/msgs
 # JIT. Every source compiled into a kernel module is listed (a stale build is never used, but only
 # this list makes make rebuild it).
 BELIEF_KERNELS := $(addprefix intent_perf_ros/core/belief/,bayes.py particles.py model.py layout.py resample.py rng.py)
-GP_KERNELS := intent_perf_ros/core/gp/loops.py $(addprefix intent_perf_ros/core/,input_kernels.py sharding.py)
+GP_KERNELS := intent_perf_ros/core/gp/loops.py $(addprefix intent_perf_ros/core/,input_kernels.py cdr.py sharding.py)
 KERNELS := intent_perf_ros/core/mpc/kernels.py $(BELIEF_KERNELS) $(GP_KERNELS) intent_perf_ros/core/aot.py
 $(STAMP)/kernels: $(KERNELS) $(STAMP)/package
 	$(VENV)/bin/intent-perf build-kernels

@@ -1,5 +1,5 @@
-"""Compiled (numba) loops of the input side of gp_inference_node: ``tracks.TrackHistory`` and
-``validation.HumanSanitizer``.
+"""Compiled (numba) loops of the input side of gp_inference_node: ``tracks.TrackHistory``,
+``validation.HumanSanitizer`` and ``validation.read_tracked_humans``.
 
 Their Python classes take these loops through ``core.aot.load``: with the build of
 ``intent-perf build-kernels`` the node runs them without numba. Each loop has one explicit signature,
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from intent_perf_ros.core.cdr import CDR_MALFORMED, CDR_OK, CDR_UNSUPPORTED
 from intent_perf_ros.core.sharding import shard_of
 
 
@@ -213,3 +214,57 @@ def sanitize(ids, xy, vxy, n, capacity, shard_index, shard_count, max_abs_positi
     out[0] = keep
     out[1] = dropped
     out[2] = repaired
+
+
+# -- TrackedHumans from its serialized bytes (gp_inference_node) --------------------------------------------
+
+@njit("i8(u1[::1], i8[::1], f8[:, ::1], f8[:, ::1], i8[::1])", cache=True)
+def read_tracked_humans(buf, ids, xy, vxy, header_out):  # pragma: no cover - compiled
+    """Read a serialized ``TrackedHumans`` (std_msgs/Header header, HumanState[] humans) without building
+    a Python object per human: what rclpy's deserialisation and a copy loop over the HumanState objects
+    did. Plain CDR (XCDR1), little endian only: 4-byte encapsulation header 00 01, then every field
+    aligned to its size relative to the end of that header (OMG CDR: a HumanState is uint32 id,
+    4 bytes of padding, 4 float64). The first ``len(ids)`` humans go to ids/xy/vxy.
+
+    Returns CDR_OK, CDR_UNSUPPORTED (another representation: the caller deserialises it the usual way) or
+    CDR_MALFORMED (a length points past the end of the bytes); nothing is read out of bounds.
+    """
+    size = buf.shape[0] - 4  # payload bytes after the encapsulation header
+    if size < 0 or buf[0] != 0 or buf[1] != 1:
+        return CDR_UNSUPPORTED
+    words = buf[4 : 4 + size // 4 * 4].view(np.uint32)  # 4-aligned fields, indexed by offset // 4
+    doubles = buf[4 : 4 + size // 8 * 8].view(np.float64)  # 8-aligned fields, indexed by offset // 8
+    if size < 12:
+        return CDR_MALFORMED
+    sec = np.int64(words[0])
+    if sec >= 2**31:  # int32
+        sec -= 2**32
+    frame_len = np.int64(words[2])  # with the terminating NUL
+    if frame_len < 1 or 12 + frame_len > size:
+        return CDR_MALFORMED
+    p = (12 + frame_len + 3) // 4 * 4
+    if p + 4 > size:
+        return CDR_MALFORMED
+    count = np.int64(words[p // 4])
+    p += 4
+    capacity = ids.shape[0]
+    for i in range(count):
+        if p + 4 > size:
+            return CDR_MALFORMED
+        human_id = words[p // 4]
+        p = (p + 4 + 7) // 8 * 8
+        if p + 32 > size:
+            return CDR_MALFORMED
+        if i < capacity:
+            ids[i] = human_id
+            xy[i, 0] = doubles[p // 8]
+            xy[i, 1] = doubles[p // 8 + 1]
+            vxy[i, 0] = doubles[p // 8 + 2]
+            vxy[i, 1] = doubles[p // 8 + 3]
+        p += 32
+    header_out[0] = sec
+    header_out[1] = np.int64(words[1])
+    header_out[2] = 4 + 12
+    header_out[3] = frame_len - 1
+    header_out[4] = count
+    return CDR_OK

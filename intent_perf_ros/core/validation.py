@@ -19,6 +19,9 @@ import numpy as np
 from intent_perf_ros.core import aot
 
 _kernels = aot.load(aot.INPUT_KERNELS)  # ``sanitize``, compiled ahead of time by make (core/aot.py), else JIT
+# A TrackedHumans message read from its serialized bytes (writable uint8 buffer) into the sanitizer's inputs;
+# returns a ``core.cdr`` code. See ``input_kernels.read_tracked_humans``.
+read_tracked_humans = _kernels.read_tracked_humans
 
 
 class HumanSanitizer:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
+from std_msgs.msg import Header
 
+from intent_perf_ros.core.cdr import CDR_HEADER_FIELDS, CDR_MALFORMED, CDR_UNSUPPORTED
 from intent_perf_ros.core.degradation import NODE_LEVELS, DegradationLadder
 from intent_perf_ros.core.gp.background import BackgroundRetune
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor, default_predictor
@@ -15,7 +18,7 @@ from intent_perf_ros.core.gp.retune import RETUNE_EVERY, RETUNE_FIRST
 from intent_perf_ros.core.gp.store import StoreError, load_place_windows, save_place_windows
 from intent_perf_ros.core.shared_models import RedisModelStore, SharedModelError, load_shared_predictor, share_predictor
 from intent_perf_ros.core.tracks import TrackHistory
-from intent_perf_ros.core.validation import HumanSanitizer, StampCheck
+from intent_perf_ros.core.validation import HumanSanitizer, StampCheck, read_tracked_humans
 from intent_perf_ros.msg import IntentPredictionArray, TrackedHumans
 from intent_perf_ros.nodes.common import DERIVED_QOS, SENSOR_QOS, NodeStatistics, run, stamp_to_ns, stamp_to_s
 from intent_perf_ros.nodes.flat_fields import FieldPool, prediction_layout
@@ -95,6 +98,10 @@ class GpInferenceNode(Node):
         self._mean = np.zeros((self.max_humans, pred_steps, 2))
         self._var = np.zeros((self.max_humans, pred_steps, 2))
         self._pred_steps = pred_steps
+        self._cdr = np.empty(64 + 40 * m, dtype=np.uint8)  # a message's bytes (grows for longer frame ids)
+        self._cdr_header = np.zeros(CDR_HEADER_FIELDS, dtype=np.int64)
+        self._frame_bytes = self.frame_id.encode()
+        self._header = Header(frame_id=self.frame_id)
         self._windows_learned = self._windows_skipped = 0
         self._last_stamp_s = 0.0
         self.retuner = BackgroundRetune() if self.online_learning and self.place_retune_every > 0 else None
@@ -108,7 +115,8 @@ class GpInferenceNode(Node):
         self.stats = NodeStatistics(self, stats_period_s, self._extra_stats,
                                     DegradationLadder(NODE_LEVELS["gp_inference_node"], budget_ms))
         self.publisher = self.create_publisher(IntentPredictionArray, PREDICTIONS_TOPIC, DERIVED_QOS)
-        self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.stats.guarded(self.on_humans), SENSOR_QOS)
+        self.create_subscription(TrackedHumans, HUMANS_TOPIC, self.stats.guarded(self.on_humans_cdr), SENSOR_QOS,
+                                 raw=True)
         # Learning runs in the slack after a prediction: publishing arms a one-shot timer (at most
         # once per learn_period_s) that fires LEARN_DELAY_S later, when the belief and MPC nodes have
         # had the CPU for this observation and the next one is still far off. A free-running timer
@@ -144,30 +152,61 @@ class GpInferenceNode(Node):
                 self.get_logger().warning(f"could not share the GP model: {exc}")
         return predictor
 
+    def on_humans_cdr(self, data: bytes) -> None:
+        """The subscription's callback (raw): the humans are read from the message's CDR bytes by one
+        compiled call (``input_kernels.read_tracked_humans``) instead of rclpy building a Python object
+        per human and a loop copying them out. Another representation than little-endian plain CDR
+        is deserialised the usual way."""
+        start = time.perf_counter_ns()
+        size = len(data)
+        if size > self._cdr.size:
+            self._cdr = np.empty(2 * size, dtype=np.uint8)
+        self._cdr.data[:size] = data
+        status = read_tracked_humans(self._cdr[:size], self._ids, self._xy, self._vxy, self._cdr_header)
+        if status == CDR_UNSUPPORTED:
+            self.on_humans(deserialize_message(data, TrackedHumans))
+            return
+        self.stats.received(HUMANS_TOPIC)
+        if status == CDR_MALFORMED:
+            self.stats.dropped += 1
+            self.stats.warn(f"dropping TrackedHumans: {size} serialized bytes that do not hold the message")
+            return
+        sec, nanosec, frame_at, frame_len, count = self._cdr_header.tolist()
+        header = self._header
+        if data[frame_at : frame_at + frame_len] != self._frame_bytes:
+            header = Header(frame_id=data[frame_at : frame_at + frame_len].decode(errors="replace"))
+        header.stamp.sec, header.stamp.nanosec = sec, nanosec
+        self._predict_and_publish(header, count, start)
+
     def on_humans(self, msg: TrackedHumans) -> None:
+        """The same from a deserialised message."""
         start = time.perf_counter_ns()
         self.stats.received(HUMANS_TOPIC)
-        if msg.header.frame_id != self.frame_id:
+        humans = msg.humans
+        for i in range(min(len(humans), self.max_message_humans)):
+            h = humans[i]
+            self._ids[i] = h.id
+            self._xy[i, 0], self._xy[i, 1], self._vxy[i, 0], self._vxy[i, 1] = h.x, h.y, h.vx, h.vy
+        self._predict_and_publish(msg.header, len(humans), start)
+
+    def _predict_and_publish(self, header: Header, count: int, start: int) -> None:
+        """Check, predict and publish the first ``count`` (at most max_message_humans) humans, already
+        copied into the input buffers."""
+        if header.frame_id != self.frame_id:
             self.stats.dropped += 1
-            self.stats.warn(
-                f"dropping TrackedHumans in frame '{msg.header.frame_id}': expected '{self.frame_id}'")
+            self.stats.warn(f"dropping TrackedHumans in frame '{header.frame_id}': expected '{self.frame_id}'")
             return
-        verdict, stamp_s = self.stamps.check(stamp_to_s(msg.header.stamp), self.get_clock().now().nanoseconds * 1e-9)
+        verdict, stamp_s = self.stamps.check(stamp_to_s(header.stamp), self.get_clock().now().nanoseconds * 1e-9)
         if verdict == StampCheck.REPAIRED:
             self.stats.repaired += 1
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_s * 1e9), 1_000_000_000)
+            header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_s * 1e9), 1_000_000_000)
         elif verdict != StampCheck.OK:
             self.stats.dropped += 1
             self.stats.warn(f"dropping TrackedHumans: {StampCheck.REASONS[verdict]}")
             return
-        humans = msg.humans
-        n = min(len(humans), self.max_message_humans)
-        for i in range(n):
-            h = humans[i]
-            self._ids[i] = h.id
-            self._xy[i, 0], self._xy[i, 1], self._vxy[i, 0], self._vxy[i, 1] = h.x, h.y, h.vx, h.vy
+        n = min(count, self.max_message_humans)
         n, dropped, repaired = self.sanitizer.apply(self._ids, self._xy, self._vxy, n)
-        dropped += len(humans) - min(len(humans), self.max_message_humans)
+        dropped += count - min(count, self.max_message_humans)
         if dropped or repaired:
             self.stats.dropped += dropped
             self.stats.repaired += repaired
@@ -182,8 +221,8 @@ class GpInferenceNode(Node):
             predictor.predict(self._history[:n], self._mean[:n], self._var[:n])
             if not (np.isfinite(self._mean[:n]).all() and np.isfinite(self._var[:n]).all()):
                 self._repair_predictions(n)
-        self.publisher.publish(self._to_message(msg.header, n))
-        self.stats.sent(PREDICTIONS_TOPIC, stamp_to_ns(msg.header.stamp))
+        self.publisher.publish(self._to_message(header, n))
+        self.stats.sent(PREDICTIONS_TOPIC, stamp_to_ns(header.stamp))
         self.stats.callback_done(start)
         if self.online_learning and time.monotonic() >= self._next_learn:
             self._next_learn = time.monotonic() + self._learn_period_s

@@ -6,6 +6,7 @@ import time
 import numpy as np
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message, serialize_message
 
 from intent_perf_ros.core.gp.retune import PLACE_GRID
 from intent_perf_ros.msg import HumanState, IntentPredictionArray, TrackedHumans
@@ -58,6 +59,40 @@ def test_every_tracked_human_is_predicted_with_the_observation_stamp(ros, tmp_pa
     # The NaN human was dropped, the infinite velocity repaired: one prediction, counted.
     assert list(received[40].ids) == [2]
     assert gp.stats.dropped == 1 and gp.stats.repaired == 1
+
+
+def test_the_raw_callback_publishes_exactly_what_the_deserialising_one_does(ros, tmp_path):
+    def node() -> GpInferenceNode:
+        return ros.add(GpInferenceNode(parameter_overrides=[
+            Parameter("model_cache_dir", value=str(tmp_path / "models")),
+            Parameter("dataset_dir", value=str(tmp_path / "no_data")),
+            Parameter("max_stamp_age_s", value=1e10),
+            Parameter("max_humans", value=4),  # six humans in a message: two dropped and counted
+            Parameter("learn_period_s", value=1e6),
+        ]))
+
+    objects, raw = node(), node()
+    published = {objects: [], raw: []}
+    for gp in published:
+        # a copy of each message as published (the node reuses its message object)
+        gp.publisher.publish = lambda msg, out=published[gp]: out.append(
+            deserialize_message(serialize_message(msg), IntentPredictionArray))
+
+    def message(k: int) -> TrackedHumans:
+        msg = TrackedHumans(humans=[HumanState(id=i, x=0.1 * k + i, y=math.sin(0.1 * k + i), vx=1.0,
+                                               vy=math.nan if (i, k) == (2, 7) else 0.0) for i in range(6)])
+        msg.header.frame_id = "odom" if k == 11 else "map"  # one in another frame: dropped
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + k // 10, (k % 10) * 100_000_000
+        return msg
+
+    for k in range(30):
+        objects.on_humans(message(k))
+        raw.on_humans_cdr(serialize_message(message(k)))
+    assert len(published[raw]) == 29
+    assert published[raw] == published[objects]
+    assert (raw.stats.dropped, raw.stats.repaired) == (objects.stats.dropped, objects.stats.repaired) == (1 + 2 * 29, 1)
+    raw.on_humans_cdr(serialize_message(message(30))[:-9])  # cut short: dropped, counted, nothing published
+    assert raw.stats.dropped == objects.stats.dropped + 1 and len(published[raw]) == 29
 
 
 def test_sustained_overload_degrades_to_constant_velocity_and_keeps_predicting(ros, tmp_path):
