@@ -279,7 +279,8 @@ class GpInferenceNode(Node):
         result = self.retuner.poll()
         if result is not None:
             self._retunes_run += 1
-            if self.predictor.adopt_place_retune(result):
+            # catching up costs like learning: at most one tick's share of the windows learned meanwhile
+            if self.predictor.adopt_place_retune(result, max_catch_up=self.learn_max_windows):
                 self.get_logger().info(f"place GP re-tuned on {result.tested} windows of this place: "
                                        f"candidate {result.choice}")
         elif self.retuner.failures > self._retune_failures_seen:

@@ -95,21 +95,43 @@ def test_an_adopted_retuning_equals_a_refit_on_every_row_the_place_gp_holds() ->
     snapshot = pred.place_snapshot()
     choice = (snapshot.current + 1) % len(PLACE_GRID)
     fitted = OnlineGP(PLACE_GRID[choice], capacity=200).fit(snapshot.x, snapshot.y)
+
+    def result(state) -> PlaceRetune:
+        return PlaceRetune(choice, state, snapshot.start_steps, snapshot.rows_added, snapshot.generation, 100)
+
     learn(pred, random_windows(80, 8), first_end=200)  # learned while the re-tuning ran: 30 old rows dropped
     model = pred.place_model_
-    x_all, y_all = model.x_train_.copy(), model.y_train_.copy()
-    assert pred.adopt_place_retune(PlaceRetune(choice, fitted.state(), snapshot.rows_added, 100))
+    x_all, y_all, starts_all = model.x_train_.copy(), model.y_train_.copy(), pred.place_snapshot().start_steps
+    assert pred.adopt_place_retune(result(fitted.state()))
     assert pred.place_model_ is model and model.params.same_as(PLACE_GRID[choice])
     reference = OnlineGP(PLACE_GRID[choice], capacity=200).fit(x_all, y_all)
     np.testing.assert_allclose(model.x_train_, x_all)
+    np.testing.assert_array_equal(pred.place_snapshot().start_steps, starts_all)  # times stay row-aligned
     xq = np.random.default_rng(9).normal(size=(6, 5))
     np.testing.assert_allclose(model.predict_mean(xq), reference.predict_mean(xq), rtol=0, atol=1e-8)
-    assert pred.stats()["place_retunes"] == 1
-    # unchanged choice, or a place forgotten since the snapshot: nothing adopted
-    assert not pred.adopt_place_retune(PlaceRetune(choice, None, snapshot.rows_added, 100))
+    assert pred.stats()["place_retunes"] == 1 and pred.stats()["place_rows_dropped"] == 0
+    assert not pred.adopt_place_retune(result(None))  # the same choice as before: nothing to adopt
+
+
+def test_a_bounded_catch_up_keeps_the_newest_rows_and_a_reset_place_refuses_old_results() -> None:
+    pred = learning(capacity=200)
+    learn(pred, random_windows(150, 7), first_end=20)
+    snapshot = pred.place_snapshot()
+    choice = (snapshot.current + 1) % len(PLACE_GRID)
+    state = OnlineGP(PLACE_GRID[choice], capacity=200).fit(snapshot.x, snapshot.y).state()
+    late = random_windows(10, 8)
+    learn(pred, late, first_end=200)
+    newest = pred.place_model_.x_train_[-4:].copy()
+    done = PlaceRetune(choice, state, snapshot.start_steps, snapshot.rows_added, snapshot.generation, 100)
+    assert pred.adopt_place_retune(done, max_catch_up=4)
+    model = pred.place_model_
+    assert model.n_train == 154 and pred.stats()["place_rows_dropped"] == 6
+    np.testing.assert_array_equal(model.x_train_[:150], snapshot.x)
+    np.testing.assert_array_equal(model.x_train_[150:], newest)
+    np.testing.assert_array_equal(pred.place_snapshot().start_steps[-4:], 200 + np.arange(3, 5).repeat(2) - 19)
     pred.reset_online()
-    learn(pred, random_windows(20, 10), first_end=500)
-    assert not pred.adopt_place_retune(PlaceRetune(choice, fitted.state(), snapshot.rows_added, 100))
+    learn(pred, random_windows(300, 10), first_end=500)  # more rows than the old snapshot had, another place
+    assert not pred.adopt_place_retune(done)
 
 
 def test_the_child_process_returns_what_retune_place_returns_here() -> None:

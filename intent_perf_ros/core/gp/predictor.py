@@ -154,6 +154,8 @@ class TrajectoryPredictor:
         self._window_log: np.ndarray | None = None  # ring of the newest learned windows (persistence)
         self._window_head = self._window_count = 0
         self.place_retunes_ = 0
+        self.place_rows_dropped_ = 0  # learned while a re-tuning ran, beyond what its adoption re-adds
+        self._place_generation = 0
         self._reset_place_times()
 
     # -- learning --------------------------------------------------------------------------------
@@ -426,9 +428,11 @@ class TrajectoryPredictor:
 
     # -- online re-tuning of the place GP (retune.py) --------------------------------------------
     def _reset_place_times(self) -> None:
+        """A new place model (first window, reset, failed factorisation): its own rows, times and schedule."""
         self._place_starts = np.empty(0)  # start step of each row of the place GP (NaN: unknown)
         self._place_rows_added = 0
         self._retuned_at_rows = 0
+        self._place_generation += 1
 
     def place_retune_due(self, first: int = RETUNE_FIRST, every: int = RETUNE_EVERY) -> bool:
         """Whether to re-tune the place GP online: it holds ``first`` windows with known times and was
@@ -447,21 +451,28 @@ class TrajectoryPredictor:
         self._retuned_at_rows = self._place_rows_added
         current = next((i for i, p in enumerate(PLACE_GRID) if p.same_as(model.params)), -1)
         return PlaceSnapshot(np.array(model.x_train_), np.array(model.y_train_), self._place_starts.copy(),
-                             self.place_shrink_.copy(), current, self._place_rows_added, cfg.online_capacity,
-                             cfg.place_sim_cuts, cfg.obs_steps + cfg.pred_steps, cfg.jitter, cfg.dtype, cfg.seed)
+                             self.place_shrink_.copy(), current, self._place_rows_added, self._place_generation,
+                             cfg.online_capacity, cfg.place_sim_cuts, cfg.obs_steps + cfg.pred_steps, cfg.jitter,
+                             cfg.dtype, cfg.seed)
 
-    def adopt_place_retune(self, result: PlaceRetune) -> bool:
-        """Switch the place GP to re-tuned hyperparameters (a model fitted on the snapshot, plus the rows
-        learned since); False when the choice did not change or the place was reset since."""
+    def adopt_place_retune(self, result: PlaceRetune, max_catch_up: int | None = None) -> bool:
+        """Switch the place GP to re-tuned hyperparameters: the model fitted on the snapshot, plus the
+        rows learned since (the newest ``max_catch_up`` of them: each costs a learning step's share,
+        the rest are dropped and counted in ``place_rows_dropped_``). False when the choice did not
+        change or the place model is no longer the one of the snapshot."""
         model = self.place_model_
-        if result.state is None or model is None or result.rows_added > self._place_rows_added:
+        if result.state is None or model is None or result.generation != self._place_generation:
             return False
         newer = min(self._place_rows_added - result.rows_added, model.n_train)
-        x_new, y_new = model.x_train_[model.n_train - newer :].copy(), model.y_train_[model.n_train - newer :].copy()
+        keep = newer if max_catch_up is None else min(newer, max_catch_up)
+        rows = slice(model.n_train - keep, model.n_train)
+        x_new, y_new, starts_new = model.x_train_[rows].copy(), model.y_train_[rows].copy(), self._place_starts[rows]
         model.params = PLACE_GRID[result.choice]
         model.set_state(result.state)
-        if newer:
+        if keep:
             model.add(x_new, y_new)
+        self._place_starts = np.concatenate([result.start_steps, starts_new])[-model.n_train :]
+        self.place_rows_dropped_ += newer - keep
         self.place_retunes_ += 1
         return True
 
@@ -674,6 +685,7 @@ class TrajectoryPredictor:
             "incremental_updates": place.incremental_updates_ if place is not None else 0,
             "place_failures": self.place_failures_,
             "place_retunes": self.place_retunes_,
+            "place_rows_dropped": self.place_rows_dropped_,
             "max_humans": self._reserved,
         }
 

@@ -88,6 +88,7 @@ class PlaceSnapshot:
     shrink: np.ndarray  # the place model's per-output trust, kept: only the hyperparameters are re-chosen
     current: int  # index of the place model's hyperparameters in PLACE_GRID, -1 if none of them
     rows_added: int  # rows the place model had taken in when the snapshot was made
+    generation: int  # of the place model: a reset place starts a new one, and older results do not apply
     capacity: int
     cuts: int
     span: int
@@ -98,12 +99,14 @@ class PlaceSnapshot:
 
 @dataclass
 class PlaceRetune:
-    """The choice, the refitted place GP's ``state()`` when the choice changed (else None), and how
-    many windows the simulation predicted."""
+    """The choice, the refitted place GP's ``state()`` when the choice changed (else None) with the start
+    times of its rows, how many windows the simulation predicted, and the snapshot it came from."""
 
     choice: int
     state: dict[str, np.ndarray] | None
+    start_steps: np.ndarray
     rows_added: int
+    generation: int
     tested: int
 
 
@@ -133,4 +136,4 @@ def retune_place(snapshot: PlaceSnapshot) -> PlaceRetune:
     if choice != snapshot.current and choice >= 0:
         model = OnlineGP(PLACE_GRID[choice], capacity=snapshot.capacity, jitter=snapshot.jitter, dtype=snapshot.dtype)
         state = model.fit(snapshot.x, snapshot.y).state()
-    return PlaceRetune(choice, state, snapshot.rows_added, tested)
+    return PlaceRetune(choice, state, snapshot.start_steps, snapshot.rows_added, snapshot.generation, tested)
