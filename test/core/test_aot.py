@@ -240,7 +240,8 @@ def test_every_kernel_gp_inference_node_calls_is_exported():
 
     twins = {name + "_f4" for name in kernels._DTYPE_LOOPS}
     assert set(aot.exported_kernels(loops)) == set(kernels._DTYPE_LOOPS) | twins | {"all_finite"}
-    assert set(aot.exported_kernels(input_kernels)) == {"append", "append_grid", "observe", "resample", "sanitize"}
+    assert set(aot.exported_kernels(input_kernels)) == {"append", "append_grid", "observe", "read_tracked_humans",
+                                                        "resample", "sanitize"}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rclpy") is None, reason="needs rclpy")
