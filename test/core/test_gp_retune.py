@@ -148,8 +148,10 @@ def test_the_child_process_returns_what_retune_place_returns_here() -> None:
     result, local = retuner.poll(), retune_place(snapshot)
     assert retuner.failures == 0 and not retuner.busy and retuner.poll() is None
     assert (result.choice, result.tested, result.rows_added) == (local.choice, local.tested, local.rows_added)
+    assert isinstance(result.state["L"], np.memmap)  # mapped from the child's file, not copied onto the heap
     for key, value in local.state.items():
         np.testing.assert_allclose(result.state[key], value, rtol=0, atol=1e-12)
+    assert pred.adopt_place_retune(result)
 
 
 def test_a_failing_child_is_counted_and_a_running_one_is_stopped_at_close() -> None:

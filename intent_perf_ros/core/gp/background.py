@@ -5,17 +5,24 @@ numpy work. In the node's process it would hold the GIL for milliseconds at a ti
 executor thread. So ``BackgroundRetune`` starts ``python -m intent_perf_ros.core.gp.background``,
 pickles the snapshot to its stdin and reads the result from its stdout, all from a helper thread;
 the child runs at ``SCHED_IDLE`` (it gets a core only when nothing else wants it) with one BLAS
-thread, imports numpy and the GP core only, and exits after one job. The node's thread takes the
-snapshot and adopts the result between two predictions.
+thread, imports numpy and the GP core only, and exits after one job. The refitted factor (8 MB at
+capacity 1000) comes back as ``.npy`` files in an owner-only scratch directory that the node maps
+read-only and copies into its existing buffers: unpickled, it cost the node's heap 24 MB that glibc
+kept (RSS 83 -> 108 MB over five adoptions, then flat; ``out/s5/rss_cycles.py``). The node's
+thread takes the snapshot and adopts the result between two predictions.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+
+import numpy as np
 
 from intent_perf_ros.core.gp.retune import PlaceRetune, PlaceSnapshot
 
@@ -45,21 +52,27 @@ class BackgroundRetune:
 
     def _run(self, payload: bytes) -> None:
         result, error = None, ""
+        scratch = tempfile.mkdtemp(prefix="intent_perf_retune_")  # mode 0700
         try:
             with self._lock:
-                self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                self._process = subprocess.Popen([sys.executable, "-m", __name__, scratch], stdin=subprocess.PIPE,
                                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             out, err = self._process.communicate(payload, timeout=self.timeout_s)
             if self._process.returncode == 0:
-                result = pickle.loads(out)
+                result, names = pickle.loads(out)
+                if names:  # mapped, not read: the pages go when the result does (the files are unlinked below)
+                    result.state = {name: np.load(os.path.join(scratch, f"{name}.npy"), mmap_mode="r")
+                                    for name in names}
             else:
                 error = f"exit code {self._process.returncode}: {err.decode(errors='replace')[-500:]}"
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.communicate()
             error = f"no result within {self.timeout_s} s"
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
             error = str(exc)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         with self._lock:
             self._process = None
             self._result = result
@@ -87,8 +100,9 @@ class BackgroundRetune:
         self._result = None
 
 
-def _child() -> None:
-    """Child process: one snapshot on stdin, its ``PlaceRetune`` on stdout."""
+def _child(scratch: str) -> None:
+    """Child process: one snapshot on stdin; the refitted state's arrays as ``scratch/NAME.npy`` and the
+    ``PlaceRetune`` without them, with their names, on stdout."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux: lowest niceness instead
@@ -100,8 +114,11 @@ def _child() -> None:
     snapshot = pickle.load(sys.stdin.buffer)
     with threadpool_limits(limits=1):
         result = retune_place(snapshot)
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=5))
+    state, result.state = result.state or {}, None
+    for name, array in state.items():
+        np.save(os.path.join(scratch, f"{name}.npy"), array)
+    sys.stdout.buffer.write(pickle.dumps((result, sorted(state)), protocol=5))
 
 
 if __name__ == "__main__":
-    _child()
+    _child(sys.argv[1])
