@@ -166,3 +166,5 @@ def test_a_failing_child_is_counted_and_a_running_one_is_stopped_at_close() -> N
     retuner.start(pred.place_snapshot())
     retuner.close()
     assert not retuner.busy and retuner.poll() is None
+    with pytest.raises(RuntimeError, match="closed"):
+        retuner.start(pred.place_snapshot())

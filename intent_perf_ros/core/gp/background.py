@@ -38,12 +38,15 @@ class BackgroundRetune:
         self._process: subprocess.Popen | None = None
         self._result: PlaceRetune | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def busy(self) -> bool:
         return self._thread is not None
 
     def start(self, snapshot: PlaceSnapshot) -> None:
+        if self._closed:
+            raise RuntimeError("closed: no more re-tunings")
         if self.busy:
             raise RuntimeError("a re-tuning is already running: poll() until it is done")
         self._thread = threading.Thread(target=self._run, args=(pickle.dumps(snapshot, protocol=5),),
@@ -55,6 +58,8 @@ class BackgroundRetune:
         scratch = tempfile.mkdtemp(prefix="intent_perf_retune_")  # mode 0700
         try:
             with self._lock:
+                if self._closed:  # close() came before the child was started
+                    return
                 self._process = subprocess.Popen([sys.executable, "-m", __name__, scratch], stdin=subprocess.PIPE,
                                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             out, err = self._process.communicate(payload, timeout=self.timeout_s)
@@ -92,6 +97,7 @@ class BackgroundRetune:
     def close(self) -> None:
         """Stop a running re-tuning (node shutdown): the child is killed, nothing is adopted."""
         with self._lock:
+            self._closed = True
             if self._process is not None and self._process.poll() is None:
                 self._process.kill()
         if self._thread is not None:
