@@ -3,13 +3,17 @@
 The reference is rclpy's own serialisation (the rmw's CDR), for frame ids of every length mod 8 (the
 padding before the humans), negative stamps, no humans and more humans than the buffers hold.
 """
+import struct
+
 import numpy as np
 import pytest
-from rclpy.serialization import serialize_message
+from rclpy.parameter import Parameter
+from rclpy.serialization import deserialize_message, serialize_message
 
 from intent_perf_ros.core.cdr import CDR_HEADER_FIELDS, CDR_MALFORMED, CDR_OK, CDR_UNSUPPORTED
 from intent_perf_ros.core.validation import read_tracked_humans
-from intent_perf_ros.msg import HumanState, TrackedHumans
+from intent_perf_ros.msg import HumanState, IntentPredictionArray, TrackedHumans
+from intent_perf_ros.nodes.gp_inference_node import GpInferenceNode
 
 CAPACITY = 16
 
@@ -60,3 +64,40 @@ def test_every_truncation_is_malformed_and_other_representations_unsupported() -
     huge = bytearray(data)
     huge[20:24] = (2**32 - 1).to_bytes(4, "little")
     assert read(bytes(huge))[0] == CDR_MALFORMED
+
+
+def big_endian(msg: TrackedHumans) -> bytes:
+    """The message as big-endian plain CDR (encapsulation 00 00), written by hand from the OMG rules."""
+    out = bytearray(b"\x00\x00\x00\x00")
+
+    def align(n: int) -> None:
+        out.extend(b"\x00" * (-(len(out) - 4) % n))
+
+    out += struct.pack(">iI", msg.header.stamp.sec, msg.header.stamp.nanosec)
+    frame = msg.header.frame_id.encode() + b"\x00"
+    out += struct.pack(">I", len(frame)) + frame
+    align(4)
+    out += struct.pack(">I", len(msg.humans))
+    for h in msg.humans:
+        align(4)
+        out += struct.pack(">I", h.id)
+        align(8)
+        out += struct.pack(">4d", h.x, h.y, h.vx, h.vy)
+    return bytes(out)
+
+
+def test_a_big_endian_message_takes_the_deserialising_path_with_the_same_result(ros, tmp_path) -> None:
+    msg = message(5, "map", 1000, np.random.default_rng(3))
+    data = big_endian(msg)
+    assert read(data)[0] == CDR_UNSUPPORTED and deserialize_message(data, TrackedHumans) == msg
+    published = []
+    for data_in in (data, serialize_message(msg)):  # a node each: big endian, then the usual little endian
+        gp = ros.add(GpInferenceNode(parameter_overrides=[
+            Parameter("model_cache_dir", value=str(tmp_path / "models")),
+            Parameter("dataset_dir", value=str(tmp_path / "no_data")),
+            Parameter("max_stamp_age_s", value=1e10),
+        ]))
+        gp.publisher.publish = lambda out: published.append(deserialize_message(serialize_message(out),
+                                                                                IntentPredictionArray))
+        gp.on_humans_cdr(data_in)
+    assert len(published) == 2 and published[0] == published[1] and len(published[0].ids) == 5
