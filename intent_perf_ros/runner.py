@@ -124,6 +124,7 @@ class NodeProcesses:
         self.env = env
         self.processes: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, int] = dict.fromkeys(self.nodes, 0)
+        self.teardown_hangs: list[str] = []  # processes of the last stop() that hung in rclpy's teardown
         self._logs: list = []
 
     def command(self, name: str) -> list[str]:
@@ -188,10 +189,28 @@ class NodeProcesses:
         for log in self._logs:
             log.close()
         self._logs.clear()
+        self.teardown_hangs = [node for node, code in codes.items() if code == 1 and self._hung_in_teardown(node)]
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
         return codes
+
+    def _hung_in_teardown(self, node: str) -> bool:
+        """Whether the node's log ends with the dump of ``nodes.common.run``'s teardown watchdog: spinning
+        had stopped and rclpy's Node.destroy_node did not return (a middleware hang, see there)."""
+        if self.log_dir is None:
+            return False
+        try:
+            tail = (self.log_dir / f"{node}.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            return False
+        dump = tail.rpartition("Timeout (0:00:")[2]
+        return bool(dump) and "in destroy_node" in dump and "rclpy/node.py" in dump
+
+    def unclean_exits(self, codes: dict[str, int]) -> dict[str, int]:
+        """Exit codes other than 0, except the teardown hangs of the last ``stop()``: those nodes stopped
+        on the signal and then waited in rclpy's teardown until the watchdog ended them."""
+        return {node: code for node, code in codes.items() if code != 0 and node not in self.teardown_hangs}
 
     def __enter__(self) -> NodeProcesses:
         self.start()

@@ -72,6 +72,7 @@ def run_demo(duration_s: float = 20.0, humans: int = 5, rate_hz: float = 30.0, s
         "min_human_distance_m": driver.min_distance,
         "diagnostics": levels,
         "exit_codes": exit_codes,
+        "teardown_hangs": stack.teardown_hangs,  # exited 1 by their teardown watchdog (nodes.common.run)
     }
 
 
@@ -106,4 +107,4 @@ def main(args) -> int:
     lost = sum(c["lost"] for c in report["topics"].values())
     if lost:
         print(f"WARNING: {lost} messages lost (queues keep the newest; a busy machine starves a node)")
-    return 0 if all(c == 0 for c in report["exit_codes"].values()) else 1
+    return 0 if all(c == 0 or n in report["teardown_hangs"] for n, c in report["exit_codes"].items()) else 1

@@ -81,7 +81,8 @@ def point_result(result: dict, shards: int, humans: int, rate_hz: float, target_
         reasons.append(f"{result['observations']['unanswered']} observations unanswered")
     if answered and per_obs < humans - 0.5:
         reasons.append(f"{per_obs:.1f} of {humans} humans predicted per observation (max_humans)")
-    if any(code != 0 for code in result.get("exit_codes", {}).values()):
+    hangs = result.get("teardown_hangs", [])
+    if any(code != 0 and node not in hangs for node, code in result.get("exit_codes", {}).items()):
         reasons.append(f"node exit codes {result['exit_codes']}")
     return {
         "layout": layout_name(shards, composed),

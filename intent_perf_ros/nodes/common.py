@@ -178,6 +178,9 @@ def set_realtime_priority(priority: int) -> str | None:
     return None
 
 
+TEARDOWN_TIMEOUT_S = 5.0  # for destroying the nodes and shutting rclpy down once spinning stopped
+
+
 def run(node_factories: Callable[[], Node] | Sequence[Callable[[], Node]], args: list[str] | None = None) -> int:
     """``main()`` of every node process: init, spin until SIGINT/SIGTERM, clean shutdown, exit code 0.
 
@@ -227,12 +230,16 @@ def run(node_factories: Callable[[], Node] | Sequence[Callable[[], Node]], args:
     except ExternalShutdownException:
         pass
     finally:
-        # The executor lets go of the nodes first: its middleware callbacks unregistered, it no longer
-        # holds them. Destroying a node still in an EventsExecutor hung mpc_node once in rcl's node
-        # teardown (main thread in destroy_when_not_in_use for 10 s, then SIGKILL; CI, 2026-11-27).
+        # rclpy's Node.destroy_node (rcl_node_fini in Fast DDS) hung twice in about 16 CI runs of the
+        # suite, 10 s until SIGKILL, with the executor still holding the nodes (mpc_node) and without
+        # (monitor_node). It holds the GIL there, so only faulthandler's C watchdog thread can bound it:
+        # after TEARDOWN_TIMEOUT_S it dumps every thread into the log and exits with status 1, which
+        # ``runner.NodeProcesses`` reports as a teardown hang (``teardown_hangs``).
+        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S, exit=True)
         if executor is not None:
-            executor.shutdown()
+            executor.shutdown()  # the executor lets go of the nodes (middleware callbacks unregistered) first
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
     return 0

@@ -1,4 +1,4 @@
-"""The process runner's command lines and shard parameter files (no processes started)."""
+"""The process runner: command lines, shard parameter files, and how it tells a teardown hang from a failure."""
 import sys
 
 import pytest
@@ -64,3 +64,26 @@ def test_shard_names_follow_one_rule_for_every_user():
         assert stack.nodes == tuple(expand_shards(NODES, 3))
     finally:
         stack.stop()
+
+
+def test_a_node_ended_by_its_teardown_watchdog_is_told_from_a_failed_one(tmp_path, monkeypatch):
+    """The mechanism of nodes.common.run: faulthandler's watchdog dumps the hung rclpy teardown and
+    exits 1. A fake rclpy/node.py hangs in destroy_node the way rcl_node_fini did in CI."""
+    (tmp_path / "rclpy").mkdir()
+    (tmp_path / "rclpy" / "node.py").write_text("import time\n\n\ndef destroy_node():\n    time.sleep(30)\n")
+    scripts = {
+        "gp_inference_node": "import faulthandler, runpy, sys\nfake = runpy.run_path(sys.argv[1] + '/rclpy/node.py')\n"
+                             "faulthandler.dump_traceback_later(0.2, exit=True)\nfake['destroy_node']()\n",
+        "belief_node": "raise SystemExit(1)\n",  # a failure, not a teardown hang
+        "mpc_node": "import faulthandler, time\nfaulthandler.dump_traceback_later(0.2, exit=True)\ntime.sleep(30)\n",
+        "monitor_node": "pass\n",
+    }
+    stack = NodeProcesses(log_dir=tmp_path / "logs")
+    monkeypatch.setattr(stack, "command", lambda node: [sys.executable, "-c", scripts[node], str(tmp_path)])
+    stack.start()
+    for process in stack.processes.values():
+        process.wait(timeout=20.0)  # each ends on its own; stop() then signals none of them
+    codes = stack.stop()
+    assert codes == {"gp_inference_node": 1, "belief_node": 1, "mpc_node": 1, "monitor_node": 0}
+    assert stack.teardown_hangs == ["gp_inference_node"]  # mpc_node's dump is not in rclpy's destroy_node
+    assert stack.unclean_exits(codes) == {"belief_node": 1, "mpc_node": 1}

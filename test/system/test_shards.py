@@ -184,7 +184,7 @@ def run_stack(tmp_path, shards: int, order: list[int]) -> Lockstep:
     finally:
         rclpy.try_shutdown(context=context)
         codes = stack.stop()
-    assert codes == dict.fromkeys(stack.nodes, 0), f"exit codes {codes}; logs in {tmp_path}"
+    assert stack.unclean_exits(codes) == {}, f"exit codes {codes}; logs in {tmp_path}"
     return driver
 
 
