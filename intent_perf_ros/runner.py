@@ -23,6 +23,13 @@ COMPOSED = "composed_nodes"
 COMPOSED_NODES: tuple[str, ...] = ("gp_inference_node", "belief_node", "mpc_node")
 
 
+def unclean_exits(codes: dict[str, int], teardown_hangs: Iterable[str]) -> dict[str, int]:
+    """Exit codes other than 0, except those of teardown hangs: nodes that stopped on the signal and then
+    waited in rclpy's teardown until their watchdog ended them (``NodeProcesses.teardown_hangs``)."""
+    hangs = set(teardown_hangs)
+    return {node: code for node, code in codes.items() if code != 0 and node not in hangs}
+
+
 def process_names(node: str, shards: int) -> list[str]:
     """Node names of ``node``'s processes in a stack of ``shards`` shards: ``<node>_<i>`` for a sharded
     node, else ``node``. The one naming rule of the runner, the launch file, the bench and the monitor's
@@ -208,9 +215,8 @@ class NodeProcesses:
         return bool(dump) and "in destroy_node" in dump and "rclpy/node.py" in dump
 
     def unclean_exits(self, codes: dict[str, int]) -> dict[str, int]:
-        """Exit codes other than 0, except the teardown hangs of the last ``stop()``: those nodes stopped
-        on the signal and then waited in rclpy's teardown until the watchdog ended them."""
-        return {node: code for node, code in codes.items() if code != 0 and node not in self.teardown_hangs}
+        """``unclean_exits`` of these codes and the teardown hangs of the last ``stop()``."""
+        return unclean_exits(codes, self.teardown_hangs)
 
     def __enter__(self) -> NodeProcesses:
         self.start()

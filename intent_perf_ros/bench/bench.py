@@ -56,6 +56,7 @@ from intent_perf_ros.runner import (
     hosted_nodes,
     process_names,
     spin_until,
+    unclean_exits,
 )
 
 STACK_NODES = ("gp_inference_node", "belief_node", "mpc_node")
@@ -667,8 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         from intent_perf_ros.bench import report
 
         print(f"report written to {report.write_report(run, args.report)}")
-    hangs = run.result.get("teardown_hangs", [])
-    failed = any(code != 0 and node not in hangs for node, code in run.result["exit_codes"].items())
+    failed = bool(unclean_exits(run.result["exit_codes"], run.result["teardown_hangs"]))
     return 1 if failed or (args.check_goals and not all(g["met"] for g in run.result["goals"])) else 0
 
 

@@ -13,7 +13,7 @@ from rclpy.experimental import EventsExecutor
 
 from intent_perf_ros.bench.driver import STACK_NODES, ScenarioDriver, latency_summary, topic_counts
 from intent_perf_ros.core.scenario import ScenarioConfig
-from intent_perf_ros.runner import NodeProcesses, spin_until
+from intent_perf_ros.runner import NodeProcesses, spin_until, unclean_exits
 
 WARMUP_S = 2.0  # scenario seconds before latencies count (see run_demo)
 
@@ -107,4 +107,4 @@ def main(args) -> int:
     lost = sum(c["lost"] for c in report["topics"].values())
     if lost:
         print(f"WARNING: {lost} messages lost (queues keep the newest; a busy machine starves a node)")
-    return 0 if all(c == 0 or n in report["teardown_hangs"] for n, c in report["exit_codes"].items()) else 1
+    return 1 if unclean_exits(report["exit_codes"], report["teardown_hangs"]) else 0

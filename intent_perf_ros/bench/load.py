@@ -35,6 +35,7 @@ import psutil
 from intent_perf_ros.bench.bags import read_bag
 from intent_perf_ros.bench.bench import finite, run_bench
 from intent_perf_ros.bench.make_bag import make_bag
+from intent_perf_ros.runner import unclean_exits
 
 DEFAULT_HUMANS = (1, 10, 50, 100, 200)
 DEFAULT_RATES = (10.0, 30.0, 60.0)
@@ -81,8 +82,7 @@ def point_result(result: dict, shards: int, humans: int, rate_hz: float, target_
         reasons.append(f"{result['observations']['unanswered']} observations unanswered")
     if answered and per_obs < humans - 0.5:
         reasons.append(f"{per_obs:.1f} of {humans} humans predicted per observation (max_humans)")
-    hangs = result.get("teardown_hangs", [])
-    if any(code != 0 and node not in hangs for node, code in result.get("exit_codes", {}).items()):
+    if unclean_exits(result.get("exit_codes", {}), result.get("teardown_hangs", [])):
         reasons.append(f"node exit codes {result['exit_codes']}")
     return {
         "layout": layout_name(shards, composed),

@@ -10,6 +10,7 @@ import pytest
 
 from intent_perf_ros.bench import analysis, bags, bench, floor, make_bag, replay, report
 from intent_perf_ros.msg import IntentPredictionArray
+from intent_perf_ros.runner import unclean_exits
 
 KEYS_E2E = {"count", "mean", "p50", "p95", "p99", "p999", "max"}
 
@@ -82,8 +83,7 @@ def test_bench_on_a_tiny_bag(tmp_path, composed):
     report.write_report(run, tmp_path / "report")
     result = json.loads(out.read_text())
     assert set(result["exit_codes"]) == set(result["rss_mb"])
-    unclean = {n: c for n, c in result["exit_codes"].items() if c != 0 and n not in result["teardown_hangs"]}
-    assert unclean == {}, f"see the logs in {tmp_path / 'logs'}"
+    assert unclean_exits(result["exit_codes"], result["teardown_hangs"]) == {}, f"see the logs in {tmp_path / 'logs'}"
 
     assert set(result["e2e_ms"]) == KEYS_E2E
     e = result["e2e_ms"]
