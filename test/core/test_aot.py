@@ -39,6 +39,17 @@ CLOSED_LOOP = textwrap.dedent("""
 """)
 
 
+def _package(tmp_path, monkeypatch, name: str, **modules: str):
+    """A package ``name`` with these modules (name -> source) under tmp_path, importable for the test."""
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for module, source in modules.items():
+        (package / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return package
+
+
 def _run(script: str, kernels: str) -> str:
     """``script``'s standard output, run in a fresh interpreter with INTENT_PERF_KERNELS=``kernels``."""
     env = dict(os.environ, INTENT_PERF_KERNELS=kernels, OPENBLAS_NUM_THREADS="1")
@@ -252,24 +263,16 @@ def test_gp_inference_node_imports_without_numba_or_scipy_optimize_when_the_kern
 
 
 def test_pycc_would_drop_fastmath_so_a_fastmath_kernel_is_refused(tmp_path, monkeypatch):
-    package = tmp_path / "aot_fast"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "kern.py").write_text("from numba import njit\n\n\n@njit('f8(f8)', fastmath=True)\ndef twice(x):\n"
-                                     "    return 2 * x\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, monkeypatch, "aot_fast",
+             kern="from numba import njit\n\n\n@njit('f8(f8)', fastmath=True)\ndef twice(x):\n    return 2 * x\n")
     with pytest.raises(ValueError, match="fastmath"):
         aot.build("aot_fast.kern")
 
 
 def test_an_edited_kernel_source_is_not_served_by_its_old_build(tmp_path, monkeypatch):
-    package = tmp_path / "aot_probe"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    source = package / "kern.py"
     body = "from numba import njit\n\n\n@njit('f8(f8)', cache=False)\ndef twice(x):\n    return {} * x\n"
-    source.write_text(body.format("2.0"))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    package = _package(tmp_path, monkeypatch, "aot_probe", kern=body.format("2.0"))
+    source = package / "kern.py"
     aot.build("aot_probe.kern")
     built = aot.load("aot_probe.kern")
     assert aot.is_compiled(built) and built.twice(1.5) == 3.0
@@ -284,12 +287,8 @@ def test_an_edited_kernel_source_is_not_served_by_its_old_build(tmp_path, monkey
 
 def test_a_build_for_another_processor_is_not_loaded(tmp_path, monkeypatch):
     """The build targets the processor it ran on: copied to another one, the JIT runs instead."""
-    package = tmp_path / "aot_cpu"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "kern.py").write_text("from numba import njit\n\n\n@njit('f8(f8)', cache=False)\ndef half(x):\n"
-                                     "    return 0.5 * x\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, monkeypatch, "aot_cpu",
+             kern="from numba import njit\n\n\n@njit('f8(f8)', cache=False)\ndef half(x):\n    return 0.5 * x\n")
     aot.build("aot_cpu.kern")
     assert aot.is_compiled(aot.load("aot_cpu.kern"))
     assert aot.cpu_tag() in aot.compiled_name("aot_cpu.kern")
@@ -300,15 +299,14 @@ def test_a_build_for_another_processor_is_not_loaded(tmp_path, monkeypatch):
 
 def test_an_edited_module_the_kernels_import_is_not_served_by_their_old_build(tmp_path, monkeypatch):
     """Constants and helpers imported from the kernel module's own package are compiled into it."""
-    package = tmp_path / "aot_deps"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "consts.py").write_text("FACTOR = 2.0\n")
-    (package / "helpers.py").write_text("from numba import njit\n\nfrom .consts import FACTOR\n\n\n"
-                                        "@njit(cache=False)\ndef scale(x):\n    return FACTOR * x\n")
-    (package / "kern.py").write_text("from numba import njit\n\nfrom aot_deps.helpers import scale\n\n\n"
-                                     "@njit('f8(f8)', cache=False)\ndef twice(x):\n    return scale(x)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    package = _package(
+        tmp_path, monkeypatch, "aot_deps",
+        consts="FACTOR = 2.0\n",
+        helpers="from numba import njit\n\nfrom .consts import FACTOR\n\n\n"
+                "@njit(cache=False)\ndef scale(x):\n    return FACTOR * x\n",
+        kern="from numba import njit\n\nfrom aot_deps.helpers import scale\n\n\n"
+             "@njit('f8(f8)', cache=False)\ndef twice(x):\n    return scale(x)\n",
+    )
     aot.build("aot_deps.kern")
     built = aot.load("aot_deps.kern")
     assert aot.is_compiled(built) and built.twice(1.5) == 3.0
@@ -320,11 +318,7 @@ def test_an_edited_module_the_kernels_import_is_not_served_by_their_old_build(tm
 
 
 def test_a_kernel_without_one_explicit_signature_cannot_be_exported(tmp_path, monkeypatch):
-    package = tmp_path / "aot_bad"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "kern.py").write_text("from numba import njit\n\n\n@njit(['f8(f8)', 'f4(f4)'])\ndef twice(x):\n"
-                                     "    return 2 * x\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, monkeypatch, "aot_bad",
+             kern="from numba import njit\n\n\n@njit(['f8(f8)', 'f4(f4)'])\ndef twice(x):\n    return 2 * x\n")
     with pytest.raises(ValueError, match="exactly one"):
         aot.build("aot_bad.kern")
