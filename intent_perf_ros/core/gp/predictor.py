@@ -367,7 +367,7 @@ class TrajectoryPredictor:
                                              cfg.obs_steps + cfg.pred_steps, cfg.jitter)
             if not targets:
                 return
-            shrink = self._combine_shrinkage(targets, preds, z.shape[1], self.config.place_shrink_rule)
+            shrink = self._combine_shrinkage(targets, preds, z.shape[1], cfg.place_shrink_rule)
             err = sum(float(np.sum((t - shrink * p) ** 2)) for t, p in zip(targets, preds, strict=True))
             if err < best:
                 best, self.place_params_, self.place_shrink_ = err, params, shrink
