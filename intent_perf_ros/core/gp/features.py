@@ -34,6 +34,7 @@ N_PLACE = 5
 # out_mean, out_var)``: world-frame means and per-axis variances from aligned-frame residuals.
 features_into = gp_loops("float64").features_into
 compose_into = gp_loops("float64").compose_into
+velocity_changes_into = gp_loops("float64").velocity_changes_into
 
 
 def split_windows(windows: np.ndarray, obs_steps: int, pred_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +59,14 @@ def compute_features(
         np.ascontiguousarray(history, dtype=np.float64), m, dt, np.asarray(lags, np.int64), motion, place, rot
     )
     return motion, place, rot
+
+
+def velocity_changes(history: np.ndarray, dt: float, lags: tuple[int, ...], rot: np.ndarray) -> np.ndarray:
+    """Allocating wrapper: (M, 2 len(lags)) velocity changes v_{t-lag} - v_t in the heading frame ``rot``."""
+    out = np.empty((history.shape[0], 2 * len(lags)))
+    velocity_changes_into(np.ascontiguousarray(history, dtype=np.float64), history.shape[0], dt,
+                          np.asarray(lags, np.int64), np.ascontiguousarray(rot, dtype=np.float64), out)
+    return out
 
 
 def gain_features(history: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,8 @@ from intent_perf_ros.core import aot
 # The GP's numba loops (``loops``): compiled ahead of time by make (core/aot.py: no numba in this process), else JIT.
 _LOOPS = aot.load(aot.GP_KERNELS)
 # Loops whose arrays take the model's dtype; ``loops`` compiles each for float64 and, as ``name_f4``, float32.
-_DTYPE_LOOPS = ("features_into", "compose_into", "scaled_sq_dist_into", "variance_from_solve_into",
-                "quad_variance_into", "drop_first_into", "append_into", "combine_into")
+_DTYPE_LOOPS = ("features_into", "velocity_changes_into", "compose_into", "scaled_sq_dist_into",
+                "variance_from_solve_into", "quad_variance_into", "drop_first_into", "append_into", "combine_into")
 _F8 = SimpleNamespace(**{name: getattr(_LOOPS, name) for name in _DTYPE_LOOPS})
 _F4 = SimpleNamespace(**{name: getattr(_LOOPS, name + "_f4") for name in _DTYPE_LOOPS})
 _BY_DTYPE = {np.dtype(np.float64): _F8, "float64": _F8, np.float64: _F8,

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from intent_perf_ros.core.cache import cached_hyperparameters
 from intent_perf_ros.core.gp.backend_select import BACKENDS, choose_backend
+from intent_perf_ros.core.gp.corrector import VelocityCorrector
 from intent_perf_ros.core.gp.exact import ExactGP
 from intent_perf_ros.core.gp.features import (
     MOTION_LAGS,
@@ -38,6 +39,7 @@ from intent_perf_ros.core.gp.features import (
     residual_targets,
     split_windows,
     variance_gain,
+    velocity_changes,
 )
 from intent_perf_ros.core.gp.kernels import RBFParams, all_finite, gp_loops
 from intent_perf_ros.core.gp.online import OnlineGP, compile_online_kernels
@@ -91,6 +93,9 @@ class PredictorConfig:
     place_shrink_rule: str = "pooled"  # place GP, validated by simulated online use: same choices
     online_variance_prior: float = 50.0  # pseudo-windows before this place's errors rescale the variance
     online_novelty: float = 0.0  # >0: add a window online only if its latent variance exceeds this x sf2
+    # online ridge correction on the velocity changes v_{t-lag} - v_t (corrector.py); () = off
+    corrector_lags: tuple[int, ...] = (1, 2, 3)
+    corrector_ridges: tuple[float, ...] = (3.0, 10.0, 30.0)  # candidates, chosen online by prequential error
     # BLAS threads while fitting: its matrices are small (<= 500 for hyperparameters, 300 inducing
     # points), so threads mostly contend; on 2 shared cores the default fit took 121 s with 2, 20 s with 1
     fit_threads: int = 1
@@ -103,10 +108,10 @@ class PredictorConfig:
     def __post_init__(self) -> None:
         if self.pred_steps < 1 or self.step_dt <= 0:
             raise ValueError("need pred_steps >= 1 and step_dt > 0")
-        if any(lag < 1 for lag in self.motion_lags) or self.obs_steps < max(self.motion_lags, default=0) + 2:
-            raise ValueError(
-                f"motion_lags {self.motion_lags} need obs_steps >= max lag + 2 (got {self.obs_steps})"
-            )
+        for name in ("motion_lags", "corrector_lags"):
+            lags = getattr(self, name)
+            if any(lag < 1 for lag in lags) or self.obs_steps < max(lags, default=0) + 2:
+                raise ValueError(f"{name} {lags} need lags >= 1 and obs_steps >= max lag + 2 (got {self.obs_steps})")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for rule in (self.shrink_rule, self.place_shrink_rule):
@@ -147,6 +152,10 @@ class TrajectoryPredictor:
         self.motion_model_: ExactGP | SparseGP | None = None
         self.place_params_ = DEFAULT_PLACE_PARAMS
         self.place_model_: OnlineGP | None = None
+        self.corrector_ = (
+            VelocityCorrector(2 * len(cfg.corrector_lags), 2 * cfg.pred_steps, cfg.corrector_ridges, cfg.dtype)
+            if cfg.corrector_lags else None
+        )
         self.n_windows_fitted_ = 0
         self.refits_ = 0
         self.place_failures_ = 0
@@ -373,15 +382,14 @@ class TrajectoryPredictor:
                 best, self.place_params_, self.place_shrink_ = err, params, shrink
 
     def add_windows(self, windows: np.ndarray, end_steps: np.ndarray | float | None = None) -> None:
-        """Learn from completed windows of this place (FIFO-bounded, incremental factor updates).
+        """Learn from completed windows of this place: the place GP (FIFO-bounded, incremental factor
+        updates), the corrector and the variance adaptation.
 
         ``end_steps``: when each window's last position was observed, in steps of ``step_dt`` (one
         number for all, or one per window); windows without it are learned but not replayed when the
         place GP is re-tuned online.
         """
         cfg = self.config
-        if not cfg.use_place_model:
-            return
         hist, fut = split_windows(windows, cfg.obs_steps, cfg.pred_steps)
         if hist.shape[0] == 0:
             return
@@ -391,8 +399,21 @@ class TrajectoryPredictor:
         motion, place, rot = compute_features(hist, cfg.step_dt, cfg.motion_lags)
         z = residual_targets(hist, fut, rot) / self.col_scale_
         motion_mean, motion_var = self._motion_prediction(motion)
-        self._adapt_variance(place, z, motion_mean, motion_var,
+        # each completed window is first predicted as it would be now (variance adaptation, corrector)
+        corrector = self.corrector_
+        needs_mean = corrector is not None or cfg.online_variance_prior > 0
+        current = self._gp_mean(place, z.shape, motion_mean) if needs_mean else None
+        if corrector is not None:
+            changes = velocity_changes(hist, cfg.step_dt, cfg.corrector_lags, rot)
+            corrected = current + corrector.predict(changes)
+        else:
+            corrected = current
+        self._adapt_variance(z, corrected, motion_var,
                              variance_gain(*gain_features(hist, cfg.step_dt), self.speed_gain_, self.unsteady_gain_))
+        if corrector is not None:
+            corrector.learn(changes, z - current)
+        if not cfg.use_place_model:
+            return
         if motion_mean is not None:
             z = z - self.motion_shrink_ * motion_mean
         if self.place_model_ is not None and self.place_model_.n_train and cfg.online_novelty > 0:
@@ -495,8 +516,8 @@ class TrajectoryPredictor:
         """The windows the place model learned, oldest first (at most ``online_capacity``).
 
         Learning them again with ``add_windows`` on a fresh predictor with the same offline model
-        rebuilds the same place GP (its FIFO holds the same points); the variance adaptation then
-        counts only these windows. This is what a node persists to start warm at a known site.
+        rebuilds the same place GP (its FIFO holds the same points); the variance adaptation and the
+        corrector then count only these windows. This is what a node persists to start warm at a known site.
         """
         if self._window_log is None or self._window_count == 0:
             return np.empty((0, self.config.obs_steps + self.config.pred_steps, 2))
@@ -509,6 +530,8 @@ class TrajectoryPredictor:
         self._window_count = 0
         self._reset_place_times()
         self._reset_variance_adaptation()
+        if self.corrector_ is not None:
+            self.corrector_.reset()
 
     def _reset_variance_adaptation(self) -> None:
         self._online_d2 = np.zeros(self.config.pred_steps)
@@ -528,11 +551,19 @@ class TrajectoryPredictor:
             return mean_only(motion), None
         return model.predict(motion)[0], None
 
-    def _adapt_variance(self, place: np.ndarray, z: np.ndarray, motion_mean: np.ndarray | None,
-                        motion_var: np.ndarray | None, gain: np.ndarray) -> None:
+    def _gp_mean(self, place: np.ndarray, shape: tuple[int, int], motion_mean: np.ndarray | None) -> np.ndarray:
+        """The two GPs' shrunk mean (standardised, aligned) at windows with these features."""
+        mean = self.motion_shrink_ * motion_mean if motion_mean is not None else np.zeros(shape)
+        if self.place_model_ is not None and self.place_model_.n_train:
+            # mean only: O(N) per window with the place GP's weights, where its variance is O(N^2)
+            mean = mean + self.place_shrink_ * self.place_model_.predict_mean(place)
+        return mean
+
+    def _adapt_variance(self, z: np.ndarray, mean: np.ndarray | None, motion_var: np.ndarray | None,
+                        gain: np.ndarray) -> None:
         """Rescale the variance per step by how this place's completed windows scored (causal).
 
-        Each completed window is first predicted with the current model; its squared Mahalanobis
+        ``mean`` is what the current model predicts for each completed window; its squared Mahalanobis
         distance per step, relative to the training reference, updates a running mean with
         ``online_variance_prior`` pseudo-windows at 1 (shrinkage towards the offline calibration).
         A place noisier than the training places widens the ellipses, a calmer one narrows them.
@@ -540,14 +571,7 @@ class TrajectoryPredictor:
         cfg = self.config
         if cfg.online_variance_prior <= 0:
             return
-        if motion_mean is not None:
-            mean = self.motion_shrink_ * motion_mean
-            var = motion_var if motion_var is not None else np.ones(z.shape[0])
-        else:
-            mean, var = np.zeros_like(z), np.ones(z.shape[0])
-        if self.place_model_ is not None and self.place_model_.n_train:
-            # mean only: O(N) per window with the place GP's weights, where its variance is O(N^2)
-            mean = mean + self.place_shrink_ * self.place_model_.predict_mean(place)
+        var = motion_var if motion_var is not None else np.ones(z.shape[0])
         d2 = (z - mean) ** 2 / ((var * gain)[:, None] * (self.col_var_ / self.col_scale_**2))
         step = d2[:, 0::2] + d2[:, 1::2]
         self._online_d2 += np.sum(step / self.d2_reference_, axis=0)
@@ -564,6 +588,8 @@ class TrajectoryPredictor:
         m = cfg.max_humans
         dt = np.dtype(cfg.dtype)
         self._lags = np.asarray(cfg.motion_lags, dtype=np.int64)
+        self._corrector_lags = np.asarray(cfg.corrector_lags, dtype=np.int64)
+        self._changes = np.zeros((m, 2 * len(cfg.corrector_lags)), dtype=dt)
         self._motion = np.zeros((m, 1 + 2 * len(cfg.motion_lags)), dtype=dt)
         self._place = np.zeros((m, N_PLACE), dtype=dt)
         self._rot = np.zeros((m, 2))
@@ -572,6 +598,7 @@ class TrajectoryPredictor:
         self._var_a = np.zeros(m, dtype=dt)
         self._mean_b = np.zeros((m, p), dtype=dt)
         self._var_b = np.zeros(m, dtype=dt)
+        self._correction = np.zeros((m, p), dtype=dt)
         self._reserved = m
         for model in (self.motion_model_, self.place_model_):
             if model is not None:
@@ -588,6 +615,8 @@ class TrajectoryPredictor:
             0.0,
         )  # with the JIT: compiled (or loaded from numba's cache) now, not in the first call
         compile_online_kernels(cfg.dtype)
+        loops.velocity_changes_into(np.zeros((1, cfg.obs_steps, 2)), 0, cfg.step_dt, self._corrector_lags,
+                                    self._rot, self._changes)
         # one full batch and one single query (the two BLAS paths of ``ExactGP.predict_into``): the
         # first real call would otherwise pay first-call BLAS and page-touch costs
         hist = np.zeros((m, cfg.obs_steps, 2))
@@ -653,6 +682,9 @@ class TrajectoryPredictor:
         loops.combine_into(
             m, mean_a, var_a, self.motion_shrink_, self._mean_b, self._var_b, self.place_shrink_, shrink
         )
+        if self.corrector_ is not None and self.corrector_.active:
+            loops.velocity_changes_into(history, m, cfg.step_dt, self._corrector_lags, self._rot, self._changes)
+            self.corrector_.add_into(self._changes[:m], mean_a, self._correction[:m])
         loops.compose_into(
             history,
             m,
@@ -686,6 +718,8 @@ class TrajectoryPredictor:
             "place_failures": self.place_failures_,
             "place_retunes": self.place_retunes_,
             "place_rows_dropped": self.place_rows_dropped_,
+            "corrector_ridge": self.corrector_.ridge if self.corrector_ is not None else 0.0,
+            "corrector_windows": self.corrector_.n_windows_ if self.corrector_ is not None else 0,
             "max_humans": self._reserved,
         }
 
