@@ -41,9 +41,12 @@ def test_velocity_changes_match_numpy_in_both_dtypes() -> None:
         want[:, 2 * j] = c * d[:, 0] + s * d[:, 1]
         want[:, 2 * j + 1] = -s * d[:, 0] + c * d[:, 1]
     np.testing.assert_allclose(velocity_changes(hist, 0.4, lags, rot), want, rtol=1e-12, atol=1e-12)
-    out32 = np.zeros((7, 8), dtype=np.float32)
+    with_speed = np.hstack([want, want * np.linalg.norm(vel[:, -1], axis=1)[:, None]])
+    np.testing.assert_allclose(velocity_changes(hist, 0.4, lags, rot, speed_terms=True), with_speed,
+                               rtol=1e-12, atol=1e-12)
+    out32 = np.zeros((7, 16), dtype=np.float32)
     gp_loops("float32").velocity_changes_into(hist, 7, 0.4, np.asarray(lags, np.int64), rot, out32)
-    np.testing.assert_allclose(out32, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out32, with_speed, rtol=1e-5, atol=1e-5)
 
 
 def test_candidates_are_the_ridge_estimates_of_everything_learned() -> None:
@@ -123,7 +126,7 @@ def test_a_place_with_noisy_velocities_is_corrected_online(pair) -> None:
     assert on.stats()["corrector_ridge"] > 0 and on.stats()["corrector_windows"] == 400
     assert off.stats()["corrector_ridge"] == 0.0
     _, _, rot = compute_features(test[:, :8], 0.4)
-    changes = velocity_changes(test[:, :8], 0.4, (1, 2, 3), rot)
+    changes = velocity_changes(test[:, :8], 0.4, (1, 2, 3), rot, speed_terms=True)
     errors = {"on": [], "off": []}
     for batch in np.array_split(np.arange(64), 4):
         hist = test[batch, :8].copy()

@@ -181,9 +181,31 @@ def test_place_settings_are_chosen_by_simulated_online_use() -> None:
     xy, groups, frames = timed_places(300, 20, learnable=False)
     pred = TrajectoryPredictor(cfg).fit(xy, groups, frames)
     assert np.all(pred.place_shrink_[13::2] < 0.3)
-    # without start times nothing is simulated: default settings, full trust
+    assert pred.place_stride_ in cfg.place_strides
+    # without start times nothing is simulated: default settings, full trust, every window learned
     pred = TrajectoryPredictor(cfg).fit(xy, groups)
     assert pred.place_params_ is DEFAULT_PLACE_PARAMS and np.all(pred.place_shrink_ == 1.0)
+    assert pred.place_stride_ == 1
+
+
+def test_the_place_gp_learns_the_windows_on_its_stride() -> None:
+    cfg = PredictorConfig(**{**SMALL, "online_capacity": 30}, place_sim_cuts=6, place_strides=(3,))
+    xy, groups, frames = timed_places(300, 20, learnable=True)
+    pred = TrajectoryPredictor(cfg).fit(xy, groups, frames)
+    assert pred.place_stride_ == 3
+    pred.warmup()
+    local = veering_windows(90, 30)
+    ends = np.arange(90) + 19.0  # starts 0..89
+    for chunk in np.array_split(np.arange(90), 9):
+        pred.add_windows(local[chunk], ends[chunk])
+    # every window until full (starts 0..29), then only starts on a multiple of 3, the oldest dropped
+    assert pred.stats()["n_online"] == 30 and pred.stats()["place_stride"] == 3
+    np.testing.assert_array_equal(pred.learned_windows(), local[np.r_[10:30, 30:90:3]][-30:])
+    assert pred.corrector_.n_windows_ == 90  # the corrector and the variance adaptation see every window
+    pred.add_windows(local[:5])  # no times (restored from the site store): learned even when full
+    np.testing.assert_array_equal(pred.learned_windows()[-5:], local[:5])
+    with pytest.raises(ValueError, match="place_strides"):
+        PredictorConfig(place_strides=(0,))
 
 
 def test_shrink_rules_are_validated() -> None:

@@ -168,3 +168,35 @@ def test_a_failing_child_is_counted_and_a_running_one_is_stopped_at_close() -> N
     assert not retuner.busy and retuner.poll() is None
     with pytest.raises(RuntimeError, match="closed"):
         retuner.start(pred.place_snapshot())
+
+
+def test_the_replay_pools_only_windows_on_the_stride(monkeypatch) -> None:
+    from intent_perf_ros.core.gp import retune
+
+    rng = np.random.default_rng(5)
+    n = 400
+    start = np.arange(n) // 2 + 0.0  # two windows start per step
+    place, resid, groups = rng.normal(size=(n, 5)), rng.normal(size=(n, 4)), np.zeros(n)
+    place[:, 0] = start  # the row's start step, readable from what the GP is fitted on
+    pooled = []
+    real_fit = retune.ExactGP.fit
+
+    def recording_fit(self, x, y):
+        pooled.append(x[:, 0].copy())
+        return real_fit(self, x, y)
+
+    monkeypatch.setattr(retune.ExactGP, "fit", recording_fit)
+    targets = {}
+    for stride in (1, 3):
+        pooled.clear()
+        targets[stride], _ = retune.simulate_online(PLACE_GRID[0], place, resid, groups, start,
+                                                    np.random.default_rng(1), 50, 4, 20, 1e-8, stride)
+        # every window until 50 were learned (starts 0..24), then only those on the stride
+        assert pooled and all(np.all((p < 25) | (p % stride == 0)) for p in pooled)
+        assert all(p.size == 50 for p in pooled)
+        if stride == 3:
+            assert all(np.sum(p % 3 != 0) < 50 for p in pooled) and any(np.all(p % 3 == 0) for p in pooled)
+    assert len(targets[1]) == len(targets[3])  # same cut times and test windows whatever the stride
+    np.testing.assert_array_equal(np.concatenate(targets[1]), np.concatenate(targets[3]))
+    np.testing.assert_array_equal(retune.on_grid(np.array([0.0, 1.0, 2.9, 3.1, np.nan]), 3),
+                                  [True, False, True, True, True])

@@ -116,15 +116,15 @@ def test_store_refuses_a_directory_other_users_can_write(tmp_path):
 
 
 def test_round_trip_keeps_the_variance_model(tmp_path: Path) -> None:
-    """The heteroscedastic gains and the choice of the constant variance survive save/load."""
+    """The heteroscedastic gains, the choice of the constant variance and the place stride survive save/load."""
     cfg = PredictorConfig(**SMALL)
     pred = TrajectoryPredictor(cfg).fit(random_windows(300, 0))
-    pred.use_motion_variance_, pred.speed_gain_, pred.unsteady_gain_ = False, 0.5, 3.0
+    pred.use_motion_variance_, pred.speed_gain_, pred.unsteady_gain_, pred.place_stride_ = False, 0.5, 3.0, 4
     pred.warmup()
     pred.save(str(tmp_path))
     loaded = TrajectoryPredictor.load(str(tmp_path), cfg)
     loaded.warmup()
-    assert not loaded.use_motion_variance_ and loaded.unsteady_gain_ == 3.0
+    assert not loaded.use_motion_variance_ and loaded.unsteady_gain_ == 3.0 and loaded.place_stride_ == 4
     hist = random_windows(5, 1)[:, :8].copy()
     for a, b in zip(predict_all(pred, hist), predict_all(loaded, hist), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12)

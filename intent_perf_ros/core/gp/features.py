@@ -61,9 +61,12 @@ def compute_features(
     return motion, place, rot
 
 
-def velocity_changes(history: np.ndarray, dt: float, lags: tuple[int, ...], rot: np.ndarray) -> np.ndarray:
-    """Allocating wrapper: (M, 2 len(lags)) velocity changes v_{t-lag} - v_t in the heading frame ``rot``."""
-    out = np.empty((history.shape[0], 2 * len(lags)))
+def velocity_changes(
+    history: np.ndarray, dt: float, lags: tuple[int, ...], rot: np.ndarray, speed_terms: bool = False
+) -> np.ndarray:
+    """Allocating wrapper: (M, 2 len(lags)) velocity changes v_{t-lag} - v_t in the heading frame ``rot``,
+    followed by the same times the current speed with ``speed_terms`` (M, 4 len(lags))."""
+    out = np.empty((history.shape[0], (4 if speed_terms else 2) * len(lags)))
     velocity_changes_into(np.ascontiguousarray(history, dtype=np.float64), history.shape[0], dt,
                           np.asarray(lags, np.int64), np.ascontiguousarray(rot, dtype=np.float64), out)
     return out

@@ -75,19 +75,28 @@ CHANGES_SIG = "void(f8[:, :, :], i8, f8, i8[:], f8[:, :], {f}[:, :])"
 
 @njit(CHANGES_SIG.format(f="f8"), cache=True)
 def velocity_changes_into(hist, m, dt, lags, rot, out):  # pragma: no cover - compiled
-    """out (m, 2 len(lags)) = v_{t-lag} - v_t per lag, (along, cross) in the heading frame ``rot``, in m/s."""
+    """out[:, :2 len(lags)] = v_{t-lag} - v_t per lag, (along, cross) in the heading frame ``rot``, in m/s;
+    when ``out`` has 4 len(lags) columns, the same times the current speed (m/s) follow."""
     t = hist.shape[1] - 1
+    n = lags.shape[0]
+    with_speed = out.shape[1] == 4 * n
     for i in range(m):
         c = rot[i, 0]
         s = rot[i, 1]
         vx = hist[i, t, 0] - hist[i, t - 1, 0]
         vy = hist[i, t, 1] - hist[i, t - 1, 1]
-        for j in range(lags.shape[0]):
+        speed = np.sqrt(vx * vx + vy * vy) / dt
+        for j in range(n):
             lag = lags[j]
             dx = hist[i, t - lag, 0] - hist[i, t - lag - 1, 0] - vx
             dy = hist[i, t - lag, 1] - hist[i, t - lag - 1, 1] - vy
-            out[i, 2 * j] = (c * dx + s * dy) / dt
-            out[i, 2 * j + 1] = (-s * dx + c * dy) / dt
+            along = (c * dx + s * dy) / dt
+            cross = (-s * dx + c * dy) / dt
+            out[i, 2 * j] = along
+            out[i, 2 * j + 1] = cross
+            if with_speed:
+                out[i, 2 * n + 2 * j] = along * speed
+                out[i, 2 * n + 2 * j + 1] = cross * speed
 
 
 velocity_changes_into_f4 = _f4(velocity_changes_into, CHANGES_SIG)

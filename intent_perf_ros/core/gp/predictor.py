@@ -1,12 +1,14 @@
 """Trajectory predictor: constant velocity plus GP-learned residuals, with calibrated variances.
 
 Model (all in the pedestrian's heading-aligned frame, see ``features``):
-    r = f_motion(motion features) + f_place(place features) + noise,   r = future - constant velocity
+    r = f_motion(motion features) + f_place(place features) + x^T W + noise,   r = future - constant velocity
 * ``f_motion`` is fitted offline on many places (exact GP, or sparse above ``sparse_threshold``
   windows), hyperparameters by maximum marginal likelihood.
 * ``f_place`` is an online exact GP over a FIFO window of windows completed in *this* place
   (``add_windows``), learning what the motion model gets wrong here; it starts empty. Its
-  hyperparameters and trust are chosen by replaying the online protocol on the training places.
+  hyperparameters, trust and stride are chosen by replaying the online protocol on the training places.
+* ``x^T W`` is the online ridge corrector on the recent velocity changes (``corrector``), fitted to
+  what the two GPs leave in this place, ridge (or none) chosen by prequential error.
 Both GPs have zero prior mean, so where neither has seen similar data the prediction is constant
 velocity; each mean is further shrunk per output by a factor validated on training places only.
 Variance: (1 + a * speed + b * unsteadiness)^2 (``features.gain_features``) times either the
@@ -49,6 +51,7 @@ from intent_perf_ros.core.gp.retune import (
     RETUNE_FIRST,
     PlaceRetune,
     PlaceSnapshot,
+    on_grid,
     retune_place,
     simulate_online,
 )
@@ -85,7 +88,7 @@ class PredictorConfig:
     motion_lags: tuple[int, ...] = MOTION_LAGS  # past velocities v_{t-lag} used as motion features
     place_shrinks_variance: bool = False  # let local data shrink the variance (tends to overconfidence)
     tune_place: bool = True  # choose place-GP settings by simulated online use when fit() gets groups+frames
-    place_sim_cuts: int = 12  # times per training place at which the online protocol is replayed
+    place_sim_cuts: int = 24  # times per training place at which the online protocol is replayed (12 before session 6)
     # motion-GP factors below this are set to 0: on ETH/UCY the leave-one-place-out factors are
     # <= 0.13 and such a small mean made HOTEL 0.2%/0.5% worse than constant velocity
     motion_min_shrink: float = 0.2
@@ -93,8 +96,13 @@ class PredictorConfig:
     place_shrink_rule: str = "pooled"  # place GP, validated by simulated online use: same choices
     online_variance_prior: float = 50.0  # pseudo-windows before this place's errors rescale the variance
     online_novelty: float = 0.0  # >0: add a window online only if its latent variance exceeds this x sf2
+    # once full, the place GP learns only windows starting on every stride-th step, so that its capacity
+    # spans more time in a busy place (windows a step apart overlap in 19 of 20 positions): one of
+    # these, chosen with its hyperparameters by simulated online use
+    place_strides: tuple[int, ...] = (1, 2, 4)
     # online ridge correction on the velocity changes v_{t-lag} - v_t (corrector.py); () = off
     corrector_lags: tuple[int, ...] = (1, 2, 3)
+    corrector_speed_terms: bool = True  # the velocity changes times the current speed as inputs too
     corrector_ridges: tuple[float, ...] = (3.0, 10.0, 30.0)  # candidates, chosen online by prequential error
     # BLAS threads while fitting: its matrices are small (<= 500 for hyperparameters, 300 inducing
     # points), so threads mostly contend; on 2 shared cores the default fit took 121 s with 2, 20 s with 1
@@ -119,6 +127,8 @@ class PredictorConfig:
                 raise ValueError(f"shrink rules are 'worst_place' or 'pooled', got {rule!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
+        if not self.place_strides or any(int(k) != k or k < 1 for k in self.place_strides):
+            raise ValueError(f"place_strides must be whole numbers of steps >= 1, got {self.place_strides}")
 
 
 def _shrinkage(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -151,9 +161,10 @@ class TrajectoryPredictor:
         self.place_shrink_ = np.ones(2 * cfg.pred_steps)
         self.motion_model_: ExactGP | SparseGP | None = None
         self.place_params_ = DEFAULT_PLACE_PARAMS
+        self.place_stride_ = 1
         self.place_model_: OnlineGP | None = None
         self.corrector_ = (
-            VelocityCorrector(2 * len(cfg.corrector_lags), 2 * cfg.pred_steps, cfg.corrector_ridges, cfg.dtype)
+            VelocityCorrector(self._corrector_inputs(), 2 * cfg.pred_steps, cfg.corrector_ridges, cfg.dtype)
             if cfg.corrector_lags else None
         )
         self.n_windows_fitted_ = 0
@@ -166,6 +177,10 @@ class TrajectoryPredictor:
         self.place_rows_dropped_ = 0  # learned while a re-tuning ran, beyond what its adoption re-adds
         self._place_generation = 0
         self._reset_place_times()
+
+    def _corrector_inputs(self) -> int:
+        cfg = self.config
+        return (4 if cfg.corrector_speed_terms else 2) * len(cfg.corrector_lags)
 
     # -- learning --------------------------------------------------------------------------------
     def fit(
@@ -211,6 +226,7 @@ class TrajectoryPredictor:
         self.motion_shrink_ = np.ones(z.shape[1])
         self.place_shrink_ = np.ones(z.shape[1])
         self.place_params_ = DEFAULT_PLACE_PARAMS
+        self.place_stride_ = 1
         if groups is not None:
             groups = np.asarray(groups)
             self.motion_shrink_, lopo = self._validate_motion(motion, z, groups, gain_x, rng)
@@ -360,7 +376,8 @@ class TrajectoryPredictor:
     ) -> None:
         """Choose place-GP hyperparameters and shrink factors by the simulated online protocol.
 
-        Candidates: ``PLACE_GRID`` (position and velocity lengthscales, noise share). For each, the
+        Candidates: ``PLACE_GRID`` (position and velocity lengthscales, noise share) at each of
+        ``place_strides`` (the place GP learns the windows starting every stride steps). For each, the
         per-output shrink factor lambda (``_combine_shrinkage``) is applied to the simulated means and
         the candidate with the smallest squared error sum_places ||r - lambda * f_place||^2 wins.
         Marginal likelihood is not used here: it rewards explaining the windows a GP was given,
@@ -370,16 +387,17 @@ class TrajectoryPredictor:
         seed = int(rng.integers(2**31))
         best = np.inf
         cfg = self.config
-        for params in PLACE_GRID:
-            targets, preds = simulate_online(params, place, resid, groups, frames, np.random.default_rng(seed),
-                                             cfg.online_capacity, cfg.place_sim_cuts,
-                                             cfg.obs_steps + cfg.pred_steps, cfg.jitter)
-            if not targets:
-                return
-            shrink = self._combine_shrinkage(targets, preds, z.shape[1], cfg.place_shrink_rule)
-            err = sum(float(np.sum((t - shrink * p) ** 2)) for t, p in zip(targets, preds, strict=True))
-            if err < best:
-                best, self.place_params_, self.place_shrink_ = err, params, shrink
+        for stride in cfg.place_strides:
+            for params in PLACE_GRID:
+                targets, preds = simulate_online(params, place, resid, groups, frames, np.random.default_rng(seed),
+                                                 cfg.online_capacity, cfg.place_sim_cuts,
+                                                 cfg.obs_steps + cfg.pred_steps, cfg.jitter, stride)
+                if not targets:
+                    return
+                shrink = self._combine_shrinkage(targets, preds, z.shape[1], cfg.place_shrink_rule)
+                err = sum(float(np.sum((t - shrink * p) ** 2)) for t, p in zip(targets, preds, strict=True))
+                if err < best:
+                    best, self.place_params_, self.place_shrink_, self.place_stride_ = err, params, shrink, stride
 
     def add_windows(self, windows: np.ndarray, end_steps: np.ndarray | float | None = None) -> None:
         """Learn from completed windows of this place: the place GP (FIFO-bounded, incremental factor
@@ -404,7 +422,7 @@ class TrajectoryPredictor:
         needs_mean = corrector is not None or cfg.online_variance_prior > 0
         current = self._gp_mean(place, z.shape, motion_mean) if needs_mean else None
         if corrector is not None:
-            changes = velocity_changes(hist, cfg.step_dt, cfg.corrector_lags, rot)
+            changes = velocity_changes(hist, cfg.step_dt, cfg.corrector_lags, rot, cfg.corrector_speed_terms)
             corrected = current + corrector.predict(changes)
         else:
             corrected = current
@@ -416,6 +434,12 @@ class TrajectoryPredictor:
             return
         if motion_mean is not None:
             z = z - self.motion_shrink_ * motion_mean
+        model = self.place_model_
+        if self.place_stride_ > 1 and model is not None and model.n_train == cfg.online_capacity:
+            learn = on_grid(starts, self.place_stride_)
+            place, z, starts, windows = place[learn], z[learn], starts[learn], windows[learn]
+            if place.shape[0] == 0:
+                return
         if self.place_model_ is not None and self.place_model_.n_train and cfg.online_novelty > 0:
             # sparse online GP practice (Csató & Opper 2002): skip points the model already explains, so
             # the bounded window is not filled with near-duplicate overlapping windows
@@ -589,7 +613,7 @@ class TrajectoryPredictor:
         dt = np.dtype(cfg.dtype)
         self._lags = np.asarray(cfg.motion_lags, dtype=np.int64)
         self._corrector_lags = np.asarray(cfg.corrector_lags, dtype=np.int64)
-        self._changes = np.zeros((m, 2 * len(cfg.corrector_lags)), dtype=dt)
+        self._changes = np.zeros((m, self._corrector_inputs()), dtype=dt)
         self._motion = np.zeros((m, 1 + 2 * len(cfg.motion_lags)), dtype=dt)
         self._place = np.zeros((m, N_PLACE), dtype=dt)
         self._rot = np.zeros((m, 2))
@@ -718,6 +742,7 @@ class TrajectoryPredictor:
             "place_failures": self.place_failures_,
             "place_retunes": self.place_retunes_,
             "place_rows_dropped": self.place_rows_dropped_,
+            "place_stride": self.place_stride_,
             "corrector_ridge": self.corrector_.ridge if self.corrector_ is not None else 0.0,
             "corrector_windows": self.corrector_.n_windows_ if self.corrector_ is not None else 0,
             "max_humans": self._reserved,

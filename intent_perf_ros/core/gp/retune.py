@@ -34,6 +34,14 @@ RETUNE_FIRST = 300
 RETUNE_EVERY = 500
 
 
+def on_grid(start_steps: np.ndarray, stride: int) -> np.ndarray:
+    """Which windows the place GP learns at this stride: those starting on a multiple of ``stride``
+    steps (and those of unknown start time)."""
+    if stride <= 1:
+        return np.ones(np.shape(start_steps), dtype=bool)
+    return ~np.isfinite(start_steps) | (np.floor(start_steps + 0.5) % stride == 0)
+
+
 def simulate_online(
     params: RBFParams,
     place: np.ndarray,
@@ -45,12 +53,15 @@ def simulate_online(
     cuts: int,
     span: int,
     jitter: float,
+    stride: int = 1,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Replay the online protocol inside each place: (targets, place-GP means) per place.
 
-    At ``cuts`` random times s per place the place GP holds the newest ``capacity`` windows that
-    *ended* before s (end = start + span - 1 steps) and predicts up to ``TESTS_PER_CUT`` windows
-    starting in [s, s + span), as ``add_windows`` would have it on the robot.
+    At ``cuts`` random times s per place the place GP holds the newest ``capacity`` windows it
+    learned among those that *ended* before s (end = start + span - 1 steps) and predicts up to
+    ``TESTS_PER_CUT`` windows starting in [s, s + span), as ``add_windows`` would have it on the
+    robot: it learns every window until it is full, then only those starting on a multiple of
+    ``stride`` steps. The cut times and test windows do not depend on ``stride``.
     """
     targets, preds = [], []
     for g in np.unique(groups):
@@ -58,13 +69,15 @@ def simulate_online(
         idx = idx[np.argsort(start_steps[idx], kind="stable")]
         start = start_steps[idx]
         end = start + span - 1
+        learned = np.ones(idx.size, dtype=bool)
+        learned[capacity:] = on_grid(start[capacity:], stride)  # sorted by start, hence by end
         times = np.unique(start[start >= start[0] + 2 * span])
         if idx.size < 100 or times.size == 0:
             continue
         times = rng.choice(times, size=min(cuts, times.size), replace=False)
         tg, pr = [], []
         for s in times:
-            pool = idx[end < s][-capacity:]
+            pool = idx[(end < s) & learned][-capacity:]
             test = idx[(start >= s) & (start < s + span)][:TESTS_PER_CUT]
             if pool.size < 10 or test.size == 0:
                 continue

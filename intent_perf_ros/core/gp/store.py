@@ -19,7 +19,7 @@ import numpy as np
 
 from intent_perf_ros.core.storage import owner_only_directory
 
-FORMAT_VERSION = 2  # 2: unsteadiness gain, variance model chosen out of place, heading place features
+FORMAT_VERSION = 3  # 2: unsteadiness gain, variance model chosen out of place, heading place features; 3: place stride
 
 
 class StoreError(ValueError):
@@ -115,6 +115,7 @@ def save_predictor(pred, directory: str, data_digest: str = "") -> str:
         "speed_gain": pred.speed_gain_,
         "unsteady_gain": pred.unsteady_gain_,
         "use_motion_variance": pred.use_motion_variance_,
+        "place_stride": pred.place_stride_,
     }
     key = settings_key(pred.config, data_digest)
     _write_entry(directory, key, meta, arrays)
@@ -150,6 +151,7 @@ def load_predictor(directory: str, config, data_digest: str = ""):
     pred.speed_gain_ = float(meta["speed_gain"])
     pred.unsteady_gain_ = float(meta["unsteady_gain"])
     pred.use_motion_variance_ = bool(meta["use_motion_variance"])
+    pred.place_stride_ = int(meta["place_stride"])
     pred.motion_shrink_ = np.asarray(arrays["motion_shrink"], dtype=np.float64)
     pred.place_shrink_ = np.asarray(arrays["place_shrink"], dtype=np.float64)
     pred.d2_reference_ = np.asarray(arrays["d2_reference"], dtype=np.float64)
