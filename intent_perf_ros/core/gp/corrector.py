@@ -8,12 +8,13 @@ offline across places (a ridge regression fitted on the other scenes had a 3-27%
 constant velocity on four of the five held-out scenes).
 
 Model, per output column (aligned, standardised residual after the motion and place GPs):
-    r = x^T w + noise,   x = (v_{t-lag} - v_t) for the configured lags, (along, cross), m/s
+    r = x^T w + noise,   x = (v_{t-lag} - v_t) for the configured lags, (along, cross), m/s,
+                         and (with ``corrector_speed_terms``) the same times the current speed
 with w the ridge estimate (X^T X + lambda I)^-1 X^T R over every window this place completed (its
 sufficient statistics; a window's residual is taken against the model that predicts it, before it
 is learned: stacking). The ridge lambda is chosen from ``ridges`` - or no correction at all - by
-prequential squared error (Dawid 1984): each completed window is first scored by every candidate's
-current weights, then learned. So the corrector is causal and switches itself off in a place where
+prequential squared error (Dawid 1984): each block of completed windows is first scored by every
+candidate's current weights, then learned. So the corrector is causal and switches itself off in a place where
 it does not help.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK = 16  # windows scored per prequential step: a node learns a few per tick, a restore hundreds at once
+
 
 class VelocityCorrector:
     """Ridge regression of residuals on velocity changes, ridge chosen by prequential error."""
