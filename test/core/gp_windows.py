@@ -1,4 +1,6 @@
-"""Shared by the GP store and fleet-sharing tests: small synthetic training windows and a predict helper."""
+"""Shared by the GP tests: small synthetic training windows, a predict helper, allocations of a predict."""
+import tracemalloc
+
 import numpy as np
 
 from intent_perf_ros.core.gp.predictor import TrajectoryPredictor
@@ -15,3 +17,20 @@ def predict_all(pred: TrajectoryPredictor, hist: np.ndarray) -> tuple[np.ndarray
     mean, var = np.empty((len(hist), 12, 2)), np.empty((len(hist), 12, 2))
     pred.predict(hist, mean, var)
     return mean, var
+
+
+def predict_allocations(pred: TrajectoryPredictor, hist: np.ndarray, calls: int = 50) -> tuple[int, int]:
+    """Bytes still allocated after ``calls`` predictions into the same outputs, and the peak above the
+    start (tracemalloc), after one untraced call."""
+    mean, var = np.empty((len(hist), 12, 2)), np.empty((len(hist), 12, 2))
+    pred.predict(hist, mean, var)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(calls):
+            pred.predict(hist, mean, var)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return current - base, peak - base

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
+from gp_windows import predict_allocations
 from sklearn.linear_model import Ridge
 
 from intent_perf_ros.core.gp.corrector import BLOCK, VelocityCorrector
@@ -158,20 +157,9 @@ def test_predict_with_an_active_corrector_allocates_nothing(pair) -> None:
     for chunk in np.array_split(jittery_walkers(400, 5), 4):
         on.add_windows(chunk)
     assert on.corrector_.active
-    hist = jittery_walkers(16, 6)[:, :8].copy()
-    mean, var = np.empty((16, 12, 2)), np.empty((16, 12, 2))
-    on.predict(hist, mean, var)
-    tracemalloc.start()
-    try:
-        base, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        for _ in range(50):
-            on.predict(hist, mean, var)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert current - base < 1024
-    assert peak - base < 4096
+    kept, peak = predict_allocations(on, jittery_walkers(16, 6)[:, :8].copy())
+    assert kept < 1024
+    assert peak < 4096
     on.reset_online()
     assert not on.corrector_.active and on.stats()["corrector_windows"] == 0
 

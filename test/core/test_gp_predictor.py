@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
+from gp_windows import predict_allocations
 
 from intent_perf_ros.core.gp.predictor import PredictorConfig, TrajectoryPredictor
 
@@ -92,21 +91,10 @@ def test_fitted_predictor_learns_turning_and_is_calibrated(fitted: TrajectoryPre
 
 def test_predict_allocates_nothing_in_steady_state(fitted: TrajectoryPredictor) -> None:
     fitted.add_windows(curved_windows(30, 5))
-    hist = curved_windows(16, 3)[:, :8].copy()
-    mean, var = np.empty((16, 12, 2)), np.empty((16, 12, 2))
-    fitted.predict(hist, mean, var)
-    tracemalloc.start()
-    try:
-        base, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        for _ in range(50):
-            fitted.predict(hist, mean, var)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    kept, peak = predict_allocations(fitted, curved_windows(16, 3)[:, :8].copy())
     # one (16 x 300) kernel workspace would be 38 kB; only small view objects may come and go
-    assert current - base < 1024
-    assert peak - base < 4096
+    assert kept < 1024
+    assert peak < 4096
     fitted.reset_online()
 
 
