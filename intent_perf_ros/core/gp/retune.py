@@ -37,8 +37,6 @@ RETUNE_EVERY = 500
 def on_grid(start_steps: np.ndarray, stride: int) -> np.ndarray:
     """Which windows the place GP learns at this stride: those starting on a multiple of ``stride``
     steps (and those of unknown start time)."""
-    if stride <= 1:
-        return np.ones(np.shape(start_steps), dtype=bool)
     return ~np.isfinite(start_steps) | (np.floor(start_steps + 0.5) % stride == 0)
 
 
